@@ -1,0 +1,347 @@
+"""chap-core client over DHIS2's route proxy (``<dhis2>/api/routes/chap/run/<chap path>``).
+
+Built on httpx rather than dhis2-client because chap's error bodies must survive verbatim
+(dhis2-client collapses them). Every request has a timeout; GETs are retried with backoff
+on transport errors and 5xx; POSTs are sent once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpx
+import orjson
+
+from .chap_models import (
+    ChapApi,
+    ChapSystemInfo,
+    JobDescription,
+    PredictionEntry,
+    PredictionInfo,
+    PredictionSetup,
+)
+from .errors import (
+    ChapHttpError,
+    ChapJobFailed,
+    ChapJobTimeout,
+    ChapJobUnknown,
+    ChapRejected,
+    ChapRouteMissing,
+    ChapSubmitUncertain,
+    ChapUnreachable,
+    Dhis2AuthFailed,
+    PredictionSetupNotFound,
+    Rejection,
+    redact_url,
+)
+from .retry import RETRYABLE_STATUS, with_retries
+
+ROUTE_PREFIX = "/api/routes/chap/run"
+# Statuses chap reports while a job is not finished yet (compared upper-case).
+TRANSIENT_JOB_STATUSES = frozenset({"PENDING", "RECEIVED", "STARTED", "RUNNING", "QUEUED", "PROCESSING", "RETRY"})
+
+
+class ChapClient:
+    """Talks to one chap-core through one DHIS2, authenticating as the DHIS2 user."""
+
+    def __init__(
+        self,
+        dhis2_base_url: str,
+        *,
+        username: str = "",
+        password: str = "",
+        token: str = "",
+        timeout_seconds: float = 60.0,
+        get_attempts: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.dhis2_base_url = dhis2_base_url.rstrip("/")
+        self.username = username
+        headers = {"Accept": "application/json"}
+        auth: tuple[str, str] | None = None
+        if token:
+            headers["Authorization"] = token if token.startswith(("ApiToken ", "Bearer ")) else f"ApiToken {token}"
+        elif username:
+            auth = (username, password)
+        self._http = httpx.Client(
+            base_url=self.dhis2_base_url + ROUTE_PREFIX,
+            auth=auth,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 15.0)),
+            follow_redirects=False,
+            transport=transport,
+        )
+        self._get_attempts = get_attempts
+        self._sleep = sleep
+        self._api: ChapApi | None = None
+
+    # ---- lifecycle ----
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ChapClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- transport ----
+    def _get(self, path: str, params: Any = None) -> Any:
+        def once() -> Any:
+            try:
+                response = self._http.get(path, params=params)
+            except httpx.TransportError as exc:
+                raise _RetryableTransport(exc) from exc
+            if response.status_code in RETRYABLE_STATUS:
+                raise _RetryableStatus(response)
+            return response
+
+        try:
+            response = with_retries(
+                once,
+                attempts=self._get_attempts,
+                retryable=lambda e: isinstance(e, (_RetryableTransport, _RetryableStatus)),
+                sleep=self._sleep,
+            )
+        except _RetryableTransport as exc:
+            raise self._transport_error("GET", path, exc.cause) from exc.cause
+        except _RetryableStatus as exc:
+            response = exc.response
+        return self._decode("GET", path, response)
+
+    def _post(self, path: str, *, content: bytes | Iterable[bytes], content_length: int | None = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if content_length is not None:
+            headers["Content-Length"] = str(content_length)
+        try:
+            response = self._http.post(path, content=content, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise ChapSubmitUncertain(
+                f"chap POST {path} timed out after sending the request ({type(exc).__name__}); "
+                "chap may or may not have created the prediction",
+                hint="Not retried, to avoid a duplicate prediction. Check chap's job list before launching again; "
+                "raise the DHIS2 route's responseTimeoutSeconds if chap is slow to accept large requests.",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise self._transport_error("POST", path, exc) from exc
+        return self._decode("POST", path, response)
+
+    def _transport_error(self, method: str, path: str, exc: Exception) -> ChapUnreachable:
+        return ChapUnreachable(
+            f"could not reach DHIS2 at {redact_url(self.dhis2_base_url)} for chap {method} {path}: "
+            f"{type(exc).__name__}: {exc}",
+            hint="Check DHIS2_BASE_URL and that DHIS2 is up and reachable from the Dagster run worker.",
+        )
+
+    def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
+        status = response.status_code
+        if status in (301, 302, 303, 307, 308) or status == 401:
+            raise Dhis2AuthFailed(self.username or "<token>", self.dhis2_base_url, f"HTTP {status} on the chap route")
+        body = _json_or_text(response)
+        if 200 <= status < 300:
+            if isinstance(body, str) and _looks_like_html(body):
+                raise Dhis2AuthFailed(
+                    self.username or "<token>", self.dhis2_base_url, "DHIS2 answered with an HTML page (login page?)"
+                )
+            return body
+        if isinstance(body, dict) and "httpStatusCode" in body:
+            # A DHIS2 WebMessage: DHIS2 itself answered, not chap.
+            message = str(body.get("message", ""))
+            if status == 404:
+                raise ChapRouteMissing(
+                    f"DHIS2 has no usable route 'chap' ({message})",
+                    hint="Create a DHIS2 route with code 'chap' whose URL points at chap-core and ends in '/**', "
+                    "and give this DHIS2 user access to it.",
+                )
+            if status == 403:
+                raise ChapRouteMissing(
+                    f"DHIS2 user {self.username!r} may not run the route 'chap' ({message})",
+                    hint="Add one of the route's authorities to the DHIS2 user, or run as a user who has them.",
+                )
+            if status in (502, 503, 504):
+                raise ChapUnreachable(
+                    f"DHIS2's route 'chap' is configured but chap-core did not answer (HTTP {status}: {message})",
+                    hint="Check that chap-core is running and that the route URL is right; "
+                    "raise the route's responseTimeoutSeconds if chap is slow.",
+                )
+        if status in (502, 503, 504):
+            raise ChapUnreachable(
+                f"chap {method} {path} -> HTTP {status} from DHIS2 or its proxy: {_text_snippet(body)}",
+                hint="chap-core or the DHIS2 route is down or overloaded; check chap-core's health and try again later.",
+            )
+        if status == 400:
+            detail = body.get("detail") if isinstance(body, dict) else None
+            rejection = Rejection.from_detail(detail)
+            if rejection is not None:
+                raise ChapRejected(method, path, status, detail, rejection)
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        raise ChapHttpError(method, path, status, detail)
+
+    # ---- system ----
+    def system_info(self) -> ChapSystemInfo:
+        return ChapSystemInfo.model_validate(self._get("/system/info"))
+
+    # ---- configured models (prediction setups) ----
+    def list_prediction_setups(self) -> list[PredictionSetup]:
+        """All configured models, from whichever chap API generation the server offers."""
+        if self._api in (None, ChapApi.PREDICTION_SETUPS):
+            try:
+                rows = self._get("/v1/crud/prediction-setups")
+                self._api = ChapApi.PREDICTION_SETUPS
+                return [PredictionSetup.model_validate(r) for r in rows]
+            except ChapHttpError as exc:
+                if exc.status_code != 404 or self._api is not None:
+                    raise
+        rows = self._get("/v1/crud/configured-models-with-data-source")
+        self._api = ChapApi.LEGACY
+        return [PredictionSetup.model_validate(r) for r in rows]
+
+    @property
+    def api(self) -> ChapApi | None:
+        """The API generation detected by the last listing (None before any)."""
+        return self._api
+
+    def get_prediction_setup(self, setup_id: int) -> PredictionSetup:
+        setups = self.list_prediction_setups()
+        for setup in setups:
+            if setup.id == setup_id:
+                return setup
+        known = sorted(s.id for s in setups)
+        raise PredictionSetupNotFound(
+            f"chap has no configured model with id {setup_id}; it has {known}",
+            hint="The configured model was deleted in chap or the partition key is wrong. "
+            "The discovery sensor removes deleted ones from the partition list.",
+        )
+
+    # ---- submission (never retried) ----
+    def submit_prediction(self, setup_id: int, body: bytes | Iterable[bytes], content_length: int | None) -> str:
+        if self._api is ChapApi.LEGACY:
+            path = "/v1/analytics/make-prediction-with-data-source"
+        else:
+            path = f"/v1/crud/prediction-setups/{setup_id}/run"
+        answer = self._post(path, content=body, content_length=content_length)
+        job_id = answer.get("id") if isinstance(answer, dict) else None
+        if not job_id:
+            raise ChapHttpError("POST", path, 200, answer, hint="chap accepted the request but returned no job id.")
+        return str(job_id)
+
+    # ---- jobs ----
+    def job_status(self, job_id: str) -> str:
+        try:
+            status = self._get(f"/v1/jobs/{job_id}")
+        except ChapHttpError as exc:
+            if exc.status_code == 404:
+                raise ChapJobUnknown(f"chap does not know job {job_id}") from exc
+            raise
+        if not isinstance(status, str):
+            raise ChapHttpError("GET", f"/v1/jobs/{job_id}", 200, status, hint="Expected a bare status string.")
+        return status.strip().strip('"')
+
+    def job_description(self, job_id: str) -> JobDescription | None:
+        rows = self._get("/v1/jobs", params={"ids": job_id})
+        for row in rows or []:
+            if isinstance(row, dict) and row.get("id") == job_id:
+                return JobDescription.model_validate(row)
+        return None
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout_seconds: float,
+        poll_interval_seconds: float,
+        on_status: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> str:
+        """Poll until the job leaves the transient states; returns the terminal status (upper-case).
+
+        The job must be known to chap first: old chap builds answered "PENDING" for any id,
+        which would make a typo poll until the deadline.
+        """
+        if self.job_description(job_id) is None:
+            raise ChapJobUnknown(
+                f"chap's job list has no job {job_id}",
+                hint="The job was forgotten by chap (DELETE /v1/jobs) or never created; launch the run again.",
+            )
+        deadline = clock() + timeout_seconds
+        last = ""
+        while True:
+            status = self.job_status(job_id).upper()
+            if status != last and on_status is not None:
+                on_status(status)
+            last = status
+            if status not in TRANSIENT_JOB_STATUSES:
+                return status
+            if clock() >= deadline:
+                raise ChapJobTimeout(
+                    f"chap job {job_id} did not finish within {timeout_seconds:g} s (last status: {status})",
+                    hint="chap keeps running it. Raise CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS if the model is "
+                    "slow, or check chap-core's worker.",
+                )
+            self._sleep(poll_interval_seconds)
+
+    def job_failure_text(self, job_id: str, status: str) -> ChapJobFailed:
+        description = self.job_description(job_id)
+        error = (description.error if description else None) or "chap gave no error text"
+        return ChapJobFailed(
+            f"chap job {job_id} ended {status}: {error}",
+            hint="See chap-core's job log (GET /v1/jobs/{id}/logs through the route) for the model's own output.",
+        )
+
+    # ---- results (only after SUCCESS: chap answers 500 on failed jobs) ----
+    def prediction_result(self, job_id: str) -> PredictionInfo:
+        try:
+            return PredictionInfo.model_validate(self._get(f"/v1/jobs/{job_id}/prediction_result"))
+        except ChapHttpError as exc:
+            if exc.status_code not in (404, 405):
+                raise
+        # Older chap builds: the jobs list carries the prediction id as a string.
+        description = self.job_description(job_id)
+        if description is None or not description.result or not description.result.strip().isdigit():
+            raise ChapHttpError(
+                "GET", "/v1/jobs", 200, description.model_dump() if description else None,
+                hint="chap reported SUCCESS but no prediction id.",
+            )
+        return PredictionInfo(id=int(description.result))
+
+    def prediction_entries(self, prediction_id: int, quantiles: list[float]) -> list[PredictionEntry]:
+        rows = self._get(
+            f"/v1/analytics/prediction-entry/{prediction_id}", params=[("quantiles", str(q)) for q in quantiles]
+        )
+        return [PredictionEntry.model_validate(r) for r in rows]
+
+
+class _RetryableTransport(Exception):
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def _json_or_text(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.text
+
+
+def _looks_like_html(text: str) -> bool:
+    head = text.lstrip()[:200].lower()
+    return head.startswith("<!doctype html") or head.startswith("<html")
+
+
+def _text_snippet(body: Any) -> str:
+    text = body if isinstance(body, str) else orjson.dumps(body).decode() if body is not None else ""
+    if _looks_like_html(text):
+        return "an HTML error page"
+    return text[:300]

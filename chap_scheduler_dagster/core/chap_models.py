@@ -1,0 +1,112 @@
+"""chap-core's objects as the scheduler reads them (wire JSON, camelCase unless chap says otherwise).
+
+Unknown fields are ignored so newer chap releases keep working. Both API generations are
+read into :class:`PredictionSetup`: chap-core 2.x prediction setups, and the
+``configured-models-with-data-source`` rows of the 2.0 development builds.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+
+class ChapApi(StrEnum):
+    PREDICTION_SETUPS = "prediction-setups"
+    LEGACY = "configured-models-with-data-source"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ChapSystemInfo(_Wire):
+    chap_core_version: str = "unknown"
+    python_version: str | None = None
+    server_date: str | None = None
+    server_time_zone_id: str | None = None
+
+
+class ModelTemplate(_Wire):
+    id: int | None = None
+    name: str = ""
+    display_name: str | None = Field(default=None, alias="displayName")
+    target: str | None = None
+    supported_period_type: str | None = Field(default=None, alias="supportedPeriodType")
+    min_prediction_periods: int | None = Field(default=None, alias="minPredictionPeriods")
+    max_prediction_periods: int | None = Field(default=None, alias="maxPredictionPeriods")
+
+
+class ConfiguredModel(_Wire):
+    id: int | None = None
+    name: str = ""
+    model_template: ModelTemplate | None = Field(default=None, alias="modelTemplate")
+
+
+class CovariateSource(_Wire):
+    covariate: str
+    data_element_id: str = Field(alias="dataElementId")
+
+
+class QuantileTarget(_Wire):
+    quantile: str
+    data_element_id: str = Field(alias="dataElementId")
+
+
+class PredictionSetup(_Wire):
+    """A configured model with its DHIS2 data source (chap calls it a prediction setup)."""
+
+    id: int
+    name: str
+    configured_model: ConfiguredModel = Field(default_factory=ConfiguredModel, alias="configuredModel")
+    start_period: str | None = Field(default=None, alias="startPeriod")
+    org_units: list[str] = Field(default_factory=list, alias="orgUnits")
+    covariate_sources: list[CovariateSource] = Field(
+        default_factory=list, validation_alias=AliasChoices("covariateSources", "dataSources")
+    )
+    period_type: str | None = Field(default=None, alias="periodType")
+    schedule_cron_expression: str | None = Field(default=None, alias="scheduleCronExpression")
+    # chap-core defaults the flag to false, and legacy rows have no flag at all.
+    schedule_enabled: bool = Field(default=False, alias="scheduleEnabled")
+    quantile_targets: list[QuantileTarget] = Field(default_factory=list, alias="quantileTargets")
+
+    @property
+    def model_name(self) -> str:
+        return self.configured_model.name
+
+    @property
+    def template(self) -> ModelTemplate | None:
+        return self.configured_model.model_template
+
+    def data_element_covariates(self) -> dict[str, str]:
+        """DHIS2 data element id -> chap feature name."""
+        return {s.data_element_id: s.covariate for s in self.covariate_sources}
+
+
+class JobDescription(_Wire):
+    # chap keeps these keys snake_case on the wire.
+    id: str
+    type: str | None = None
+    name: str | None = None
+    status: str = ""
+    start_time: str | None = None
+    end_time: str | None = None
+    result: str | None = None
+    error: str | None = None
+    prediction_setup_id: int | None = None
+
+
+class PredictionInfo(_Wire):
+    id: int
+    name: str | None = None
+    n_periods: int | None = Field(default=None, alias="nPeriods")
+    org_units: list[str] | None = Field(default=None, alias="orgUnits")
+    model_id: str | None = Field(default=None, alias="modelId")
+
+
+class PredictionEntry(_Wire):
+    org_unit: str = Field(alias="orgUnit")
+    period: str
+    quantile: float
+    value: float

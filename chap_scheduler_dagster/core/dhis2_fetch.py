@@ -1,0 +1,133 @@
+"""Fetching a configured model's DHIS2 data into a spooled prediction request body.
+
+Requests are split to keep every URL under the limit and run with bounded concurrency;
+each answer is written into the body as soon as it arrives and then dropped, so memory
+does not grow with the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .analytics_requests import AnalyticsBlock, plan_blocks, plan_id_filter_blocks
+from .chap_models import ChapApi, PredictionSetup
+from .dhis2_reader import ANALYTICS_PATH, ORG_UNITS_PATH, Dhis2Reader, org_unit_params
+from .errors import RowBudgetExceeded
+from .prediction_body import PredictionBodyWriter
+from .run_window import InputWindow, row_estimate
+
+
+@dataclass
+class FetchResult:
+    body_path: Path
+    body_bytes: int
+    row_estimate: int
+    analytics_rows: int
+    observations: int
+    features: int
+    dropped: dict[str, int]
+    org_units_without_geometry: list[str]
+    analytics_requests: int
+    org_unit_requests: int
+    longest_url: int
+    data_elements: list[str] = field(default_factory=list)
+
+
+def check_row_budget(setup: PredictionSetup, window: InputWindow, budget: int) -> int:
+    estimate = row_estimate(len(setup.covariate_sources), len(window.periods), len(setup.org_units))
+    if estimate > budget:
+        raise RowBudgetExceeded(
+            f"this run would fetch up to {estimate:,} analytics rows ({len(setup.covariate_sources)} data elements × "
+            f"{len(window.periods)} periods × {len(setup.org_units):,} org units), over the budget of {budget:,}",
+            hint="Raise CHAP_SCHEDULER_ROW_BUDGET if the worker has the memory and chap can take it, "
+            "or shorten the window / split the configured model in chap.",
+        )
+    return estimate
+
+
+def fetch_prediction_body(
+    reader: Dhis2Reader,
+    setup: PredictionSetup,
+    window: InputWindow,
+    *,
+    name: str,
+    n_periods: int,
+    api: ChapApi,
+    max_url_bytes: int,
+    concurrency: int,
+    row_budget: int,
+    spool_dir: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> FetchResult:
+    estimate = check_row_budget(setup, window, row_budget)
+    data_elements = list(setup.data_element_covariates())
+    period_item = ";".join(window.period_ids)
+    empty = AnalyticsBlock((), ())
+    blocks = plan_blocks(
+        len(reader.url_for(ANALYTICS_PATH, empty.params(period_item))),
+        data_elements,
+        setup.org_units,
+        max_url_bytes=max_url_bytes,
+    )
+    ou_blocks = plan_id_filter_blocks(
+        len(reader.url_for(ORG_UNITS_PATH, org_unit_params(()))), setup.org_units, max_url_bytes=max_url_bytes
+    )
+    longest = max(
+        [len(reader.url_for(ORG_UNITS_PATH, org_unit_params(ids))) for ids in ou_blocks]
+        + [len(reader.url_for(ANALYTICS_PATH, b.params(period_item))) for b in blocks]
+    )
+
+    def analytics(block: AnalyticsBlock) -> dict:
+        return reader.analytics(block.params(period_item))
+
+    with PredictionBodyWriter(setup, name=name, n_periods=n_periods, api=api, directory=spool_dir) as body:
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            for units in _bounded_map(pool, reader.org_units, ou_blocks, concurrency):
+                body.add_features(units)
+            done = 0
+            for answer in _bounded_map(pool, analytics, blocks, concurrency):
+                body.add_analytics(answer)
+                done += 1
+                if on_progress is not None:
+                    on_progress(done, len(blocks))
+        size = body.finish()
+    return FetchResult(
+        body_path=body.path,
+        body_bytes=size,
+        row_estimate=estimate,
+        analytics_rows=body.analytics_rows,
+        observations=body.observations,
+        features=body.features,
+        dropped=dict(body.dropped),
+        org_units_without_geometry=sorted(set(setup.org_units) - body.org_units_with_geometry),
+        analytics_requests=len(blocks),
+        org_unit_requests=len(ou_blocks),
+        longest_url=longest,
+        data_elements=data_elements,
+    )
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable, items: list, in_flight: int):
+    """Like ``pool.map`` in order, but with at most ``in_flight`` answers held at once."""
+    pending: deque[Future] = deque()
+    iterator = iter(items)
+    for item in iterator:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= in_flight:
+            break
+    while pending:
+        future = pending.popleft()
+        try:
+            result = future.result()
+        except BaseException:
+            for other in pending:
+                other.cancel()
+            raise
+        nxt = next(iterator, None)
+        if nxt is not None:
+            pending.append(pool.submit(fn, nxt))
+        yield result

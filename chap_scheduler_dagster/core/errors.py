@@ -1,0 +1,185 @@
+"""Errors an operator can act on.
+
+Each error carries the plain-words cause (``str(err)``) and, where one exists, the fix
+(``err.hint``). The run report shows both. No message ever contains a password: URLs are
+passed through :func:`redact_url` and credentials are never formatted into text.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+
+def redact_url(url: str) -> str:
+    """Drop any ``user:password@`` part from a URL."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+class SchedulerError(Exception):
+    """Base of every error the scheduler explains to the operator."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        if hint:
+            self.hint = hint
+
+
+class InvalidRunConfig(SchedulerError):
+    """The launch config passed Dagster's type check but is not usable."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(
+            f"Invalid run config: {field_name}: {message}",
+            hint="Fix ops.probe_covariates.config in the launchpad (or the schedule's run config) and launch again.",
+        )
+        self.field_name = field_name
+
+
+# ---- DHIS2 -----------------------------------------------------------------------------
+
+
+class Dhis2Error(SchedulerError):
+    """DHIS2 could not be used."""
+
+
+class Dhis2Unreachable(Dhis2Error):
+    pass
+
+
+class Dhis2AuthFailed(Dhis2Error):
+    def __init__(self, username: str, base_url: str, detail: str) -> None:
+        super().__init__(
+            f"DHIS2 authentication failed for user {username!r} at {redact_url(base_url)} ({detail})",
+            hint="Check DHIS2_USERNAME and DHIS2_PASSWORD (or DHIS2_TOKEN) in the code location's environment, "
+            "and that the account is not locked. Restart the code location after changing them.",
+        )
+
+
+class Dhis2RequestFailed(Dhis2Error):
+    def __init__(self, message: str, status_code: int | None = None, hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.status_code = status_code
+
+
+class CovariateDataMissing(Dhis2Error):
+    pass
+
+
+class RowBudgetExceeded(SchedulerError):
+    pass
+
+
+# ---- chap ------------------------------------------------------------------------------
+
+
+class ChapError(SchedulerError):
+    """chap-core, reached through the DHIS2 route, could not be used."""
+
+
+class ChapUnreachable(ChapError):
+    pass
+
+
+class ChapRouteMissing(ChapError):
+    pass
+
+
+class ChapHttpError(ChapError):
+    """chap answered with an error status; ``detail`` is chap's error body, verbatim."""
+
+    def __init__(self, method: str, path: str, status_code: int, detail: object, hint: str = "") -> None:
+        super().__init__(f"chap {method} {path} -> HTTP {status_code}: {_short(detail)}", hint=hint)
+        self.method = method
+        self.path = path
+        self.status_code = status_code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    reason: str
+    org_unit: str
+    feature_name: str
+    time_periods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """chap's structured 400: every region rejected for missing covariate values."""
+
+    message: str
+    imported_count: int
+    rejected: tuple[RejectedRow, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_detail(cls, detail: object) -> "Rejection | None":
+        if not isinstance(detail, dict) or not isinstance(detail.get("rejected"), list):
+            return None
+        rows = []
+        for row in detail["rejected"]:
+            if not isinstance(row, dict):
+                return None
+            rows.append(
+                RejectedRow(
+                    reason=str(row.get("reason", "")),
+                    org_unit=str(row.get("orgUnit", "")),
+                    feature_name=str(row.get("featureName", "")),
+                    time_periods=tuple(str(p) for p in row.get("timePeriods") or ()),
+                )
+            )
+        return cls(
+            message=str(detail.get("message", "")),
+            imported_count=int(detail.get("imported_count", 0) or 0),
+            rejected=tuple(rows),
+        )
+
+
+class ChapRejected(ChapHttpError):
+    def __init__(self, method: str, path: str, status_code: int, detail: object, rejection: Rejection) -> None:
+        super().__init__(
+            method,
+            path,
+            status_code,
+            detail,
+            hint="DHIS2 lacks covariate values chap needs. Import the missing values into DHIS2, "
+            "or launch with end_mode 'fixed'/'offset' to end the window before the gap.",
+        )
+        self.rejection = rejection
+
+    def __str__(self) -> str:
+        return f"chap rejected the prediction: {self.rejection.message} (imported {self.rejection.imported_count})"
+
+
+class ChapJobFailed(ChapError):
+    pass
+
+
+class ChapJobTimeout(ChapError):
+    pass
+
+
+class ChapJobUnknown(ChapError):
+    pass
+
+
+class PredictionSetupNotFound(ChapError):
+    pass
+
+
+class ChapSubmitUncertain(ChapError):
+    """The POST may or may not have reached chap; it is not retried to avoid a duplicate prediction."""
+
+
+def _short(detail: object, limit: int = 2000) -> str:
+    text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"

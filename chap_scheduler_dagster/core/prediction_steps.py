@@ -1,0 +1,254 @@
+"""The four steps of one prediction run, as plain functions over a :class:`PredictionRun`.
+
+The Dagster ops and the command line both call these; neither adds logic of its own.
+Each step fills the run report as it learns things, so a failure at any point still
+leaves a report that says how far the run got.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from ..settings import SchedulerSettings
+from .chap_client import ChapClient
+from .chap_models import ChapApi, PredictionSetup
+from .dhis2_fetch import fetch_prediction_body
+from .dhis2_reader import Dhis2Reader
+from .errors import ChapError, Dhis2Error, SchedulerError
+from .periods import parse_period
+from .prediction_body import iter_body, remove_body
+from .report import RunReport
+from .run_window import InputWindow, WindowRequest, probe_latest_common_period, resolve_window, setup_period_type
+
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class PredictionRun:
+    """Everything one run knows so far; handed from step to step."""
+
+    report: RunReport
+    setup: PredictionSetup | None = None
+    api: ChapApi | None = None
+    window: InputWindow | None = None
+    body_path: Path | None = None
+    body_bytes: int | None = None
+    job_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def require_setup(self) -> PredictionSetup:
+        if self.setup is None:
+            raise SchedulerError("no configured model was loaded by an earlier step")
+        return self.setup
+
+
+def parse_setup_id(partition_key: str) -> int:
+    try:
+        return int(partition_key)
+    except ValueError:
+        raise SchedulerError(
+            f"partition {partition_key!r} is not a chap configured-model id",
+            hint="Partition keys are chap ids such as '3'; pick one the discovery sensor added.",
+        ) from None
+
+
+def connect(run: PredictionRun, reader: Dhis2Reader, chap: ChapClient, log: Log = _quiet) -> None:
+    """Check DHIS2 and chap through the route, then load the configured model."""
+    report = run.report
+    try:
+        info = reader.system_info()
+    except Dhis2Error as exc:
+        report.dhis2_error = str(exc)
+        raise
+    report.dhis2_version, report.dhis2_server_time, report.dhis2_system_name = (
+        info.version,
+        info.server_date,
+        info.system_name,
+    )
+    log(f"DHIS2 {info.version} at {report.dhis2_url} (server time {info.server_date})")
+    try:
+        chap_info = chap.system_info()
+        setup = chap.get_prediction_setup(parse_setup_id(report.setup_id))
+    except ChapError as exc:
+        if report.chap_version is None:
+            report.chap_error = str(exc)
+        raise
+    finally:
+        report.chap_api = chap.api.value if chap.api else None
+    report.chap_version = chap_info.chap_core_version
+    run.setup, run.api = setup, chap.api
+    report.setup_name = setup.name
+    report.model_name = setup.model_name
+    report.template_name = setup.template.display_name if setup.template else None
+    report.period_type = setup.period_type
+    report.org_unit_count = len(setup.org_units)
+    report.covariates = [f"{s.covariate} ({s.data_element_id})" for s in setup.covariate_sources]
+    log(
+        f"chap-core {chap_info.chap_core_version} ({report.chap_api}); configured model {setup.id} "
+        f"{setup.name!r}: {setup.period_type}, {len(setup.org_units)} org units, "
+        f"{len(setup.covariate_sources)} covariates"
+    )
+
+
+def choose_window(
+    run: PredictionRun,
+    request: WindowRequest,
+    reader: Dhis2Reader,
+    settings: SchedulerSettings,
+    *,
+    today: date,
+    log: Log = _quiet,
+) -> InputWindow:
+    setup = run.require_setup()
+    run.report.end_mode = request.end_mode
+
+    def probe(period_type):  # noqa: ANN001, ANN202
+        return probe_latest_common_period(
+            reader, setup, period_type, max_url_bytes=settings.max_url_bytes, concurrency=settings.fetch_concurrency
+        )
+
+    window, probed = resolve_window(request, setup, today=today, period_cap=settings.period_cap, probe=probe)
+    if probed is not None:
+        run.report.latest_by_covariate = probed.latest_by_covariate
+    run.window = window
+    run.report.window_start, run.report.window_end = window.start.id, window.end.id
+    run.report.end_how, run.report.input_periods = window.end_how, len(window.periods)
+    log(f"input window {window.start.id}..{window.end.id} ({len(window.periods)} periods; {window.end_how})")
+    return window
+
+
+def prediction_horizon(setup: PredictionSetup, settings: SchedulerSettings) -> tuple[int, str]:
+    """nPeriods from the setting for the period type, kept within the template's bounds."""
+    period_type = setup_period_type(setup)
+    wanted = settings.horizon(period_type.value)
+    how = f"CHAP_SCHEDULER_HORIZON_{period_type.value.upper()}={wanted}"
+    template = setup.template
+    low = template.min_prediction_periods if template else None
+    high = template.max_prediction_periods if template else None
+    n = wanted
+    if low is not None and n < low:
+        n = low
+    if high is not None and n > high:
+        n = high
+    if n != wanted:
+        how += f", moved into the model template's range {low}..{high}"
+    return n, how
+
+
+def fetch_data(
+    run: PredictionRun,
+    reader: Dhis2Reader,
+    settings: SchedulerSettings,
+    *,
+    spool_dir: str | None = None,
+    log: Log = _quiet,
+) -> None:
+    setup, window = run.require_setup(), run.window
+    if window is None:
+        raise SchedulerError("no input window was chosen by an earlier step")
+    n_periods, how = prediction_horizon(setup, settings)
+    run.report.n_periods, run.report.n_periods_how = n_periods, how
+    name = f"{setup.name} ({setup.model_name}) {window.start.id}-{window.end.id}"
+    started = time.perf_counter()
+    result = fetch_prediction_body(
+        reader,
+        setup,
+        window,
+        name=name,
+        n_periods=n_periods,
+        api=run.api or ChapApi.PREDICTION_SETUPS,
+        max_url_bytes=settings.max_url_bytes,
+        concurrency=settings.fetch_concurrency,
+        row_budget=settings.row_budget,
+        spool_dir=spool_dir,
+    )
+    r = run.report
+    r.row_estimate, r.analytics_rows, r.observations = result.row_estimate, result.analytics_rows, result.observations
+    r.dropped, r.org_units_without_geometry = result.dropped, result.org_units_without_geometry
+    r.analytics_requests, r.longest_url, r.body_bytes = result.analytics_requests, result.longest_url, result.body_bytes
+    run.body_path, run.body_bytes = result.body_path, result.body_bytes
+    log(
+        f"fetched {result.analytics_rows:,} analytics rows in {result.analytics_requests} requests "
+        f"(longest URL {result.longest_url} bytes) in {time.perf_counter() - started:.2f} s; "
+        f"{result.observations:,} observations, {result.features} org-unit features, "
+        f"{result.body_bytes / 1e6:.1f} MB body; dropped {result.dropped or 'nothing'}"
+    )
+    if result.observations == 0:
+        remove_body(result.body_path)
+        run.body_path = None
+        raise SchedulerError(
+            f"DHIS2 returned no usable values for {window.start.id}..{window.end.id}",
+            hint="Check that analytics tables have run in DHIS2 and that the data elements have data for "
+            "these org units; or choose another end.",
+        )
+
+
+def submit(run: PredictionRun, chap: ChapClient, log: Log = _quiet) -> str:
+    """POST the spooled body once. The body file is removed whatever happens."""
+    setup = run.require_setup()
+    if run.body_path is None:
+        raise SchedulerError("no request body was prepared by an earlier step")
+    try:
+        job_id = chap.submit_prediction(setup.id, iter_body(run.body_path), run.body_bytes)
+    finally:
+        remove_body(run.body_path)
+        run.body_path = None
+    run.job_id = run.report.job_id = job_id
+    log(f"chap accepted the prediction request: job {job_id}")
+    return job_id
+
+
+def await_prediction(
+    run: PredictionRun,
+    chap: ChapClient,
+    settings: SchedulerSettings,
+    *,
+    log: Log = _quiet,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    setup = run.require_setup()
+    if run.job_id is None:
+        raise SchedulerError("no job id from an earlier step")
+    status = chap.wait_for_job(
+        run.job_id,
+        timeout_seconds=settings.prediction_timeout_seconds,
+        poll_interval_seconds=settings.poll_interval_seconds,
+        on_status=lambda s: log(f"chap job {run.job_id}: {s}"),
+        clock=clock,
+    )
+    if status != "SUCCESS":
+        raise chap.job_failure_text(run.job_id, status)
+    info = chap.prediction_result(run.job_id)
+    run.report.prediction_id = info.id
+    entries = chap.prediction_entries(info.id, settings.quantile_list())
+    run.report.prediction_values = len(entries)
+    periods = sorted({e.period for e in entries}, key=_period_sort_key)
+    run.report.predicted_periods = periods
+    medians: defaultdict[str, float] = defaultdict(float)
+    for entry in entries:
+        if abs(entry.quantile - 0.5) < 1e-9:
+            medians[entry.period] += entry.value
+    run.report.median_by_period = {p: medians[p] for p in periods if p in medians}
+    sent = set(setup.org_units) - set(run.report.org_units_without_geometry)
+    if info.org_units is not None:
+        run.report.org_units_dropped_by_chap = sorted(sent - set(info.org_units))
+    log(
+        f"prediction {info.id}: {len(entries):,} values for {len(periods)} periods"
+        + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units" if run.report.org_units_dropped_by_chap else "")
+    )
+
+
+def _period_sort_key(period_id: str) -> tuple[int, str]:
+    try:
+        return (parse_period(period_id).start.toordinal(), period_id)
+    except ValueError:
+        return (0, period_id)

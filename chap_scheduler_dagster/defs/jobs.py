@@ -1,0 +1,21 @@
+"""The prediction job: one run = one configured model (partition) from DHIS2 data to a chap prediction."""
+
+import dagster as dg
+
+from ..settings import get_settings
+from .ops import await_prediction, fetch_analytics, probe_covariates, submit_prediction
+from .partitions import configured_models_partitions
+
+# The queued run coordinator limits concurrent runs per value of this tag (dagster.yaml).
+DHIS2_TAG = "chap_scheduler/dhis2"
+
+
+@dg.job(
+    partitions_def=configured_models_partitions,
+    # The chain is sequential and I/O-bound: one process per step would only add ~3 s of imports each.
+    executor_def=dg.in_process_executor,
+    tags={DHIS2_TAG: get_settings().location_name or "default"},
+    description="Run one chap configured model (partition = chap id) from DHIS2 data to a finished prediction.",
+)
+def dhis2_chap_prediction() -> None:
+    await_prediction(submit_prediction(fetch_analytics(probe_covariates())))

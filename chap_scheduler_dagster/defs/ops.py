@@ -1,0 +1,84 @@
+"""The four ops of one prediction run. Thin: the work is in ``core.prediction_steps``."""
+
+
+from datetime import date
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from ..core import prediction_steps as steps
+from ..core.errors import redact_url
+from ..core.prediction_steps import PredictionRun
+from ..core.report import RunReport
+from ..core.run_window import parse_window_request
+from ..settings import get_settings
+from .reporting import materialize_report, report_step
+from .resources import Dhis2Resource
+
+
+class ProbeCovariatesConfig(dg.Config):
+    """How the end of the input window is chosen. The start is the configured model's start period."""
+
+    end_mode: Literal["calculated", "fixed", "offset"] = Field(
+        default="calculated",
+        description="calculated: freshest period where every covariate has data in DHIS2; "
+        "fixed: the period covering end_date; offset: end_period_offset periods back from today.",
+    )
+    end_date: str | None = Field(default=None, description="YYYY-MM-DD, used when end_mode is fixed.")
+    end_period_offset: int | None = Field(
+        default=None, description="0 = current (in-progress) period, 1 = last complete, … Used when end_mode is offset."
+    )
+
+
+def _run(context: dg.OpExecutionContext, dhis2: Dhis2Resource) -> PredictionRun:
+    settings = get_settings()
+    key = context.partition_key if context.has_partition_key else "?"
+    report = RunReport(
+        setup_id=key, dhis2_url=redact_url(dhis2.base_url), location=settings.location_name, run_id=context.run_id
+    )
+    return PredictionRun(report=report)
+
+
+@dg.op(description="Connect to DHIS2 and chap, load the configured model and resolve the input window.")
+def probe_covariates(
+    context: dg.OpExecutionContext, config: ProbeCovariatesConfig, dhis2: Dhis2Resource
+) -> PredictionRun:
+    run = _run(context, dhis2)
+    settings = get_settings()
+    with report_step(context, run, "probe_covariates"):
+        request = parse_window_request(config.end_mode, config.end_date, config.end_period_offset)
+        run.report.end_mode = request.end_mode
+        if not context.has_partition_key:
+            raise steps.SchedulerError(
+                "the run has no partition", hint="Pick a configured model (partition) in the launchpad."
+            )
+        with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
+            steps.connect(run, reader, chap, log=context.log.info)
+            steps.choose_window(run, request, reader, settings, today=date.today(), log=context.log.info)
+    return run
+
+
+@dg.op(description="Fetch covariate values and org-unit geometry from DHIS2 into the request body.")
+def fetch_analytics(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> PredictionRun:
+    settings = get_settings()
+    with report_step(context, run, "fetch_analytics"), dhis2.reader(settings) as reader:
+        steps.fetch_data(run, reader, settings, log=context.log.info)
+    return run
+
+
+@dg.op(description="Post the prediction request to chap through the DHIS2 route, once.")
+def submit_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> PredictionRun:
+    settings = get_settings()
+    with report_step(context, run, "submit_prediction"), dhis2.chap(settings) as chap:
+        steps.submit(run, chap, log=context.log.info)
+    return run
+
+
+@dg.op(description="Wait for chap's job, read the prediction and its values, and write the run report.")
+def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> None:
+    settings = get_settings()
+    with report_step(context, run, "await_prediction"), dhis2.chap(settings) as chap:
+        steps.await_prediction(run, chap, settings, log=context.log.info)
+    run.report.succeed()
+    materialize_report(context, run.report)

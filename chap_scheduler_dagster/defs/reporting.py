@@ -1,0 +1,50 @@
+"""Turning a step's outcome into the run report materialization and the op's status.
+
+Every op runs its work inside :func:`report_step`. On failure it records the step and
+the error in the report, materializes the report, removes any spooled body, and fails the
+op with a message that names the cause and the fix. The last op materializes it on success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+
+from ..core.prediction_body import remove_body
+from ..core.prediction_steps import PredictionRun
+from ..core.report import RunReport
+from .assets import report_asset_key
+
+
+def materialize_report(context: dg.OpExecutionContext, report: RunReport) -> None:
+    metadata: dict[str, object] = {"report": dg.MetadataValue.md(report.markdown())}
+    metadata.update(report.metadata())
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=report_asset_key,
+            partition=report.setup_id,
+            description=f"{report.status}" + (f" at {report.failed_step}" if report.failed_step else ""),
+            metadata=metadata,
+        )
+    )
+
+
+@contextmanager
+def report_step(context: dg.OpExecutionContext, run: PredictionRun, step: str) -> Iterator[None]:
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        run.report.fail(step, exc)
+        remove_body(run.body_path)
+        run.body_path = None
+        materialize_report(context, run.report)
+        hint = f" — {run.report.hint}" if run.report.hint else ""
+        raise dg.Failure(
+            description=f"{run.report.error}{hint}",
+            metadata={"failed_step": step, "error": run.report.error or "", "hint": run.report.hint or ""},
+            allow_retries=False,
+        ) from None
