@@ -1,0 +1,103 @@
+"""Run configured models from the shell: ``chap-scheduler-run 3`` or ``chap-scheduler-run --all``.
+
+Runs go through the real job on the Dagster instance in ``$DAGSTER_HOME`` (so they show
+in the UI next to scheduled ones), in this process. Exit status 0 only if every run
+succeeded; each outcome line says where its report is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from .core.errors import SchedulerError
+from .settings import get_settings
+
+JOB_NAME = "dhis2_chap_prediction"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="chap-scheduler-run",
+        description="Run chap configured models (by chap id) through the dhis2_chap_prediction job.",
+    )
+    p.add_argument("model_ids", nargs="*", help="chap configured-model ids (partition keys), e.g. 3")
+    p.add_argument("--all", action="store_true", help="run every configured model chap lists")
+    p.add_argument("--end-mode", choices=["calculated", "fixed", "offset"], default="calculated")
+    p.add_argument("--end-date", help="YYYY-MM-DD, with --end-mode fixed")
+    p.add_argument("--end-period-offset", type=int, help="periods back from today, with --end-mode offset")
+    p.add_argument("--report-dir", type=Path, help="also write each run report as <dir>/<id>.md")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.all and not args.model_ids:
+        _parser().error("name one or more configured-model ids, or --all")
+    if not os.environ.get("DAGSTER_HOME"):
+        print("DAGSTER_HOME is not set: runs and reports go to a temporary instance and vanish.", file=sys.stderr)
+
+    from .defs.assets import report_asset_key
+    from .defs.partitions import configured_models_partitions
+    from .definitions import defs
+
+    job = defs.resolve_job_def(JOB_NAME)
+    window = {"end_mode": args.end_mode}
+    if args.end_date:
+        window["end_date"] = args.end_date
+    if args.end_period_offset is not None:
+        window["end_period_offset"] = args.end_period_offset
+
+    with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral() as instance:
+        model_ids = list(args.model_ids)
+        if args.all:
+            try:
+                model_ids += [str(s.id) for s in _list_models(defs)]
+            except SchedulerError as exc:
+                print(f"could not list configured models: {exc} — {exc.hint}", file=sys.stderr)
+                return 2
+        known = set(instance.get_dynamic_partitions(configured_models_partitions.name))
+        new = [m for m in model_ids if m not in known]
+        if new:
+            instance.add_dynamic_partitions(configured_models_partitions.name, new)
+        failures = 0
+        for model_id in model_ids:
+            result = job.execute_in_process(
+                partition_key=model_id,
+                instance=instance,
+                run_config={"ops": {"probe_covariates": {"config": window}}},
+                raise_on_error=False,
+                tags={"chap_scheduler/trigger": "cli"},
+            )
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[model_id]), limit=1
+            ).records
+            report = records[0].asset_materialization if records and records[0].run_id == result.run_id else None
+            status = report.metadata["status"].value if report else ("succeeded" if result.success else "failed")
+            where = f"asset {report_asset_key.to_user_string()} partition {model_id}, run {result.run_id}"
+            line = f"configured model {model_id}: {str(status).upper()}"
+            if report and report.metadata.get("failed_step") and report.metadata["failed_step"].value:
+                line += f" at {report.metadata['failed_step'].value}: {report.metadata['error'].value}"
+            print(f"{line}\n  report: {where}")
+            if report and args.report_dir:
+                args.report_dir.mkdir(parents=True, exist_ok=True)
+                path = args.report_dir / f"{model_id}.md"
+                path.write_text(report.metadata["report"].value)
+                print(f"  report file: {path}")
+            failures += 0 if result.success else 1
+    return 1 if failures else 0
+
+
+def _list_models(defs: dg.Definitions):
+    resource = defs.resources["dhis2"]
+    resolved = resource.process_config_and_initialize() if hasattr(resource, "process_config_and_initialize") else resource
+    with resolved.chap(get_settings()) as chap:
+        return chap.list_prediction_setups()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
