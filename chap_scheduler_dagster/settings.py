@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class SchedulerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHAP_SCHEDULER_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CHAP_SCHEDULER_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     location_name: str = Field(
         default="",
