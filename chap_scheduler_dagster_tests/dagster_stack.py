@@ -1,0 +1,207 @@
+"""The real Dagster stack for end-to-end tests: dagster-webserver and dagster-daemon on loopback.
+
+The instance is the repository's own dagster.yaml (Postgres, queued run coordinator), on a
+fresh database of the machine's PostgreSQL. Processes are started from Python in their own
+process groups, so they stop on SIGTERM (a ``dagster dev`` started with ``&`` from a shell
+would not; see reference/dagster.md §0.10).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg2
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+LOCATION = "chap_scheduler_dagster"
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+  }
+}
+"""
+
+RUN = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) { __typename ... on Run { status tags { key value } runConfigYaml } }
+}
+"""
+
+REPORT = """
+query Report($path: [String!]!, $partition: String!) {
+  assetOrError(assetKey: {path: $path}) {
+    __typename
+    ... on Asset {
+      assetMaterializations(limit: 1, partitions: [$partition]) {
+        runId partition
+        metadataEntries { label ... on MarkdownMetadataEntry { mdStr } ... on TextMetadataEntry { text } }
+      }
+    }
+  }
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def create_database() -> str:
+    name = f"chap_e2e_{uuid.uuid4().hex[:10]}"
+    try:
+        conn = psycopg2.connect(dbname="postgres", **PG)
+    except psycopg2.OperationalError as exc:  # loud, never a skip
+        raise RuntimeError(
+            f"PostgreSQL on 127.0.0.1:5432 is needed for the end-to-end tests and is not reachable: {exc}. "
+            "Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        ) from exc
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    conn.close()
+    return name
+
+
+def drop_database(name: str) -> None:
+    conn = psycopg2.connect(dbname="postgres", **PG)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    conn.close()
+
+
+@dataclass
+class DagsterStack:
+    home: Path
+    env: dict[str, str]
+    port: int = field(default_factory=free_port)
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, daemon: bool = True, timeout: float = 90) -> None:
+        self._spawn("webserver", [str(BIN / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"),
+                                  "-h", "127.0.0.1", "-p", str(self.port)])
+        if daemon:
+            self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                answer = self.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+                                      "locationOrLoadError { __typename ... on PythonError { message } } } } } }")
+                entries = answer["workspaceOrError"]["locationEntries"]
+                if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                    error = entries[0]["locationOrLoadError"]
+                    if error["__typename"] == "PythonError":
+                        raise RuntimeError(f"code location failed to load: {error['message']}")
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"dagster-webserver not ready in {timeout} s\n{self.log_tail()}")
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = self.home / f"{name}.log"
+        self.logs.append(log)
+        handle = open(log, "wb")
+        self.processes.append(
+            subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        )
+
+    def _check_alive(self) -> None:
+        for p in self.processes:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args[0]} exited with {p.returncode}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for log in self.logs:
+            text = log.read_text(errors="replace").splitlines() if log.exists() else []
+            out.append(f"--- {log.name} ---\n" + "\n".join(text[-lines:]))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for p in self.processes:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    # ---- GraphQL, as the UI does it ----
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        response = httpx.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
+
+    def launch(self, partition: str, run_config: dict, job: str = "dhis2_chap_prediction") -> dict:
+        params = {
+            "selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__", "pipelineName": job},
+            "runConfigData": run_config,
+            "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
+        }
+        return self.graphql(LAUNCH, {"params": params})["launchPipelineExecution"]
+
+    def wait_for_run(self, run_id: str, timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.graphql(RUN, {"runId": run_id})["runOrError"]
+            if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                return run
+            self._check_alive()
+            time.sleep(0.5)
+        raise TimeoutError(f"run {run_id} did not end within {timeout} s\n{self.log_tail()}")
+
+    def report(self, partition: str, asset_path: list[str] | None = None) -> tuple[str, dict[str, str]]:
+        data = self.graphql(REPORT, {"path": asset_path or ["dhis2_chap_prediction_report"], "partition": partition})
+        materializations = data["assetOrError"]["assetMaterializations"]
+        assert materializations, f"no report for partition {partition}"
+        entries = {e["label"]: e.get("mdStr") or e.get("text") for e in materializations[0]["metadataEntries"]}
+        return entries["report"], entries | {"runId": materializations[0]["runId"]}
+
+
+def make_stack(tmp: Path, database: str, extra_env: dict[str, str]) -> DagsterStack:
+    home = tmp / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DHIS2_", "CHAP_SCHEDULER_", "DAGSTER_"))}
+    env |= {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": PG["host"],
+        "DAGSTER_PG_PORT": str(PG["port"]),
+        "DAGSTER_PG_USER": PG["user"],
+        "DAGSTER_PG_PASSWORD": "",
+        "DAGSTER_PG_DB": database,
+    } | extra_env
+    return DagsterStack(home=home, env=env)
