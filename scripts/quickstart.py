@@ -26,6 +26,7 @@ EXPECTED = {
     "2": ("succeeded", "weekly model: unpadded DHIS2 week ids, padded chap ids"),
     "3": ("failed", "gappy rainfall: chap's 400 rejection, grouped by covariate in the report"),
     "4": ("succeeded", "yearly model"),
+    "5": ("succeeded", "five covariates: the national benchmark's shape, at sandbox size"),
 }
 
 
