@@ -40,6 +40,9 @@ class SchedulerSettings(BaseSettings):
     http_get_attempts: int = Field(default=4, ge=1, description="Attempts for a GET (POSTs are sent once).")
     max_url_bytes: int = Field(default=8000, ge=1024, description="Longest request URL sent to DHIS2.")
     fetch_concurrency: int = Field(default=4, ge=1, le=32, description="Analytics requests in flight at once.")
+    max_rows_per_request: int = Field(
+        default=20_000, ge=100, description="Most analytics rows asked for in one request (bounds memory per answer)."
+    )
     row_budget: int = Field(default=5_000_000, gt=0, description="Most analytics rows one run may fetch.")
     # Sensors and schedules
     discovery_interval_seconds: int = Field(default=300, ge=30)

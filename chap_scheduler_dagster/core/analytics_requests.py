@@ -67,10 +67,14 @@ def plan_blocks(
     org_units: Sequence[str],
     *,
     max_url_bytes: int,
+    rows_per_org_unit: int = 1,
+    max_rows: int | None = None,
 ) -> list[AnalyticsBlock]:
     """Blocks of (data elements × org units) whose request URL is at most ``max_url_bytes``.
 
-    ``empty_url_len`` is the length of the same request with no dx and no ou items.
+    ``empty_url_len`` is the length of the same request with no dx and no ou items. With
+    ``max_rows``, a block also holds at most that many rows (``rows_per_org_unit`` per
+    org unit and data element), which bounds the memory one answer takes.
     """
     budget = max_url_bytes - empty_url_len
     if budget < 64:
@@ -83,8 +87,11 @@ def plan_blocks(
     blocks: list[AnalyticsBlock] = []
     for dx in dx_blocks:
         dx_len = sum(encoded_len(d) for d in dx) + _SEPARATOR * (len(dx) - 1)
+        per_block = len(org_units) or 1
+        if max_rows is not None:
+            per_block = max(1, max_rows // max(1, rows_per_org_unit * len(dx)))
         for ou in _chunks(org_units, budget - dx_len):
-            blocks.append(AnalyticsBlock(dx, ou))
+            blocks += [AnalyticsBlock(dx, ou[i : i + per_block]) for i in range(0, len(ou), per_block)]
     return blocks
 
 

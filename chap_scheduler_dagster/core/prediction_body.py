@@ -101,6 +101,39 @@ class PredictionBodyWriter:
         except ValueError:
             self.dropped[DROP_SHORT_ROW] += len(rows)
             return 0
+        kept = self._observations_fast(rows, dx, pe, ou, value)
+        if kept is None:
+            kept = self._observations_careful(rows, dx, pe, ou, value)
+        self._append(kept, self._observations)
+        self._observations += len(kept)
+        return len(kept)
+
+    def _observations_fast(self, rows: list, dx: int, pe: int, ou: int, value: int) -> list[dict[str, Any]] | None:
+        """One comprehension over the block: the common case, about twice as fast as a loop.
+
+        Returns None when a row needs the careful path (short row, non-numeric or
+        non-finite value); rows left out for a known reason are counted here.
+        """
+        covariate_of, usable = self._covariate_of, self._with_geometry
+        try:
+            kept = [
+                {"featureName": covariate_of[row[dx]], "orgUnit": row[ou], "period": row[pe], "value": float(row[value])}
+                for row in rows
+                if row[dx] in covariate_of and row[ou] in usable
+            ]
+        except (IndexError, TypeError, ValueError):
+            return None
+        if not all(map(math.isfinite, (o["value"] for o in kept))):
+            return None
+        if len(kept) != len(rows):
+            for row in rows:
+                if row[dx] not in covariate_of:
+                    self.dropped[DROP_UNMAPPED] += 1
+                elif row[ou] not in usable:
+                    self.dropped[DROP_NO_GEOMETRY if row[ou] in self._org_units else DROP_OTHER_ORG_UNIT] += 1
+        return kept
+
+    def _observations_careful(self, rows: list, dx: int, pe: int, ou: int, value: int) -> list[dict[str, Any]]:
         width = max(dx, pe, ou, value) + 1
         covariate_of, with_geometry, org_units = self._covariate_of, self._with_geometry, self._org_units
         kept = []
@@ -124,9 +157,7 @@ class PredictionBodyWriter:
                 self.dropped[DROP_EMPTY] += 1
                 continue
             kept.append({"featureName": covariate, "orgUnit": unit, "period": row[pe], "value": number})
-        self._append(kept, self._observations)
-        self._observations += len(kept)
-        return len(kept)
+        return kept
 
     def _append(self, items: list[dict[str, Any]], written_before: int) -> None:
         if not items:

@@ -169,6 +169,7 @@ def fetch_data(
         max_url_bytes=settings.max_url_bytes,
         concurrency=settings.fetch_concurrency,
         row_budget=settings.row_budget,
+        max_rows_per_request=settings.max_rows_per_request,
         spool_dir=spool_dir,
     )
     r = run.report
