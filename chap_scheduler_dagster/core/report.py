@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from .errors import Rejection, SchedulerError
+from .periods import parse_period
 
 Status = Literal["running", "succeeded", "failed", "skipped"]
 
@@ -112,6 +113,7 @@ class RunReport:
             "observations": self.observations,
             "prediction_values": self.prediction_values,
             "duration_seconds": round(self.duration_seconds, 2),
+            "run_id": self.run_id,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -126,11 +128,12 @@ def render_markdown(r: RunReport) -> str:
         "",
         f"- **Status:** {_status_line(r)}",
     ]
-    if r.status == "failed":
+    if r.status in ("failed", "skipped") and (r.error or r.rejection):
         if r.rejection is not None:
             lines += _rejection_lines(r.rejection)
         else:
-            lines.append(f"- **Error:** {_inline(r.error or '')}")
+            label = "Why skipped" if r.status == "skipped" else "Error"
+            lines.append(f"- **{label}:** {_inline(r.error or '')}")
         if r.hint:
             lines.append(f"- **What to do:** {r.hint}")
     lines += [
@@ -182,7 +185,8 @@ def render_markdown(r: RunReport) -> str:
         if r.org_units_without_geometry:
             lines.append(f"- **Org units without geometry:** {_list(r.org_units_without_geometry, 8)}")
         if r.analytics_requests is not None:
-            lines.append(f"- **Analytics requests:** {r.analytics_requests} (longest URL {r.longest_url:,} bytes)")
+            longest = f" (longest URL {r.longest_url:,} bytes)" if r.longest_url is not None else ""
+            lines.append(f"- **Analytics requests:** {r.analytics_requests}{longest}")
         _opt(lines, "Request body", f"{r.body_bytes / 1e6:.1f} MB" if r.body_bytes else None)
     if r.n_periods is not None or r.job_id:
         lines += ["", "## Prediction", ""]
@@ -225,9 +229,17 @@ def _rejection_lines(rejection: Rejection) -> list[str]:
     for feature in sorted(org_units):
         lines.append(
             f"  - `{feature}`: {len(org_units[feature])} org units; periods affected: "
-            f"{_periods(sorted(periods[feature]), 4)} — {'; '.join(sorted(reasons[feature]))}"
+            f"{_periods(sorted(periods[feature], key=_period_order), 4)} — {'; '.join(sorted(reasons[feature]))}"
         )
     return lines
+
+
+def _period_order(period_id: str) -> tuple[int, str]:
+    """Calendar order (``2024W9`` before ``2024W10``); unparsable ids first, by text."""
+    try:
+        return (parse_period(period_id).start.toordinal(), period_id)
+    except ValueError:
+        return (0, period_id)
 
 
 def _periods(items: list[str], limit: int) -> str:

@@ -18,17 +18,20 @@ from ..core.report import RunReport
 from .assets import report_asset_key
 
 
-def materialize_report(context: dg.OpExecutionContext, report: RunReport) -> None:
+def report_materialization(report: RunReport) -> dg.AssetMaterialization:
+    """The report as a materialization of its configured model's partition."""
     metadata: dict[str, object] = {"report": dg.MetadataValue.md(report.markdown())}
     metadata.update(report.metadata())
-    context.log_event(
-        dg.AssetMaterialization(
-            asset_key=report_asset_key,
-            partition=report.setup_id,
-            description=f"{report.status}" + (f" at {report.failed_step}" if report.failed_step else ""),
-            metadata=metadata,
-        )
+    return dg.AssetMaterialization(
+        asset_key=report_asset_key,
+        partition=report.setup_id,
+        description=f"{report.status}" + (f" at {report.failed_step}" if report.failed_step else ""),
+        metadata=metadata,
     )
+
+
+def materialize_report(context: dg.OpExecutionContext, report: RunReport) -> None:
+    context.log_event(report_materialization(report))
 
 
 @contextmanager

@@ -1,0 +1,88 @@
+"""The predictions overview: one row per configured model, rendered as markdown.
+
+Pure: the Dagster shell (``defs/overview.py``) reads the latest run report of each
+partition and passes plain rows here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+@dataclass(frozen=True)
+class OverviewRow:
+    setup_id: str
+    name: str = ""
+    status: str = ""  # succeeded / failed / skipped; "" when the model never ran
+    when: datetime | None = None
+    failed_step: str = ""
+    error: str = ""
+    prediction_id: str = ""
+    run_id: str = ""
+    deleted: bool = False  # no longer configured in chap (partition removed)
+
+
+def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
+    def key(row: OverviewRow) -> tuple[bool, int, str]:
+        return (row.deleted, int(row.setup_id) if row.setup_id.isdigit() else 1 << 62, row.setup_id)
+
+    return sorted(rows, key=key)
+
+
+def render_overview(
+    rows: Iterable[OverviewRow], *, location: str = "", dhis2_url: str = "", generated_at: datetime | None = None
+) -> str:
+    rows = sort_rows(rows)
+    at = (generated_at or datetime.now(UTC)).astimezone(UTC)
+    where = " — ".join(part for part in (location, f"`{dhis2_url}`" if dhis2_url else "") if part)
+    lines = ["# chap predictions overview" + (f" ({where})" if where else ""), ""]
+    counts: dict[str, int] = {}
+    for row in rows:
+        if not row.deleted:
+            counts[row.status or "never run"] = counts.get(row.status or "never run", 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    deleted = sum(1 for row in rows if row.deleted)
+    updated = f"Updated {at.isoformat(timespec='seconds')}. {len(rows) - deleted} configured models"
+    updated += f": {summary}" if summary else ""
+    updated += f"; {deleted} deleted in chap (history kept)" if deleted else ""
+    lines.append(updated + ".")
+    lines.append("")
+    if not rows:
+        lines.append("No configured model is known yet. The discovery sensor adds chap's configured models.")
+        return "\n".join(lines) + "\n"
+    lines += [
+        "| model | status | when (UTC) | failed step | prediction id | run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        model = f"{row.setup_id}" + (f" — {_cell(row.name)}" if row.name else "")
+        if row.deleted:
+            model += " (deleted in chap)"
+        status = _status(row)
+        when = row.when.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if row.when else ""
+        run = f"[{row.run_id[:8]}](/runs/{row.run_id})" if row.run_id else ""
+        lines.append(
+            f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} |"
+        )
+    failures = [r for r in rows if r.status in ("failed", "skipped") and r.error and not r.deleted]
+    if failures:
+        lines += ["", "## Why", ""]
+        for row in failures:
+            name = f" ({_cell(row.name)})" if row.name else ""
+            lines.append(f"- **{row.setup_id}**{name}: {_cell(row.error, 300)}")
+    return "\n".join(lines) + "\n"
+
+
+def _status(row: OverviewRow) -> str:
+    if not row.status:
+        return "never run"
+    if row.status == "failed":
+        return "**FAILED**"
+    return row.status
+
+
+def _cell(text: object, limit: int = 120) -> str:
+    value = " ".join(str(text or "").split()).replace("|", "\\|")
+    return value if len(value) <= limit else value[: limit - 1] + "…"

@@ -1,0 +1,226 @@
+"""The predictions overview asset and the run-status sensors that keep it (and the report promise) current.
+
+After every run of ``dhis2_chap_prediction`` (succeeded, failed or canceled) a sensor
+re-renders ``chap_predictions_overview`` from the latest run report of each configured model.
+
+Backstop: a run can fail before any op had a chance to write its report, e.g. when an
+environment variable of the ``dhis2`` resource is missing and the resource cannot be built.
+The failure/cancel sensor then writes a minimal report for the run's partition (status
+failed, the step Dagster marked failed, and the error from the run's failure events), so
+every run has a report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from ..core.errors import redact_url
+from ..core.overview import OverviewRow, render_overview
+from ..core.report import RunReport
+from ..settings import get_settings
+from .assets import report_asset_key
+from .reporting import report_materialization
+from .jobs import dhis2_chap_prediction
+from .partitions import configured_models_partitions
+
+OVERVIEW_NAME = "chap_predictions_overview"
+PARTITION_TAG = "dagster/partition"
+# Same location prefix as the report asset, so two DHIS2s never share an overview.
+overview_asset_key = dg.AssetKey([*report_asset_key.path[:-1], OVERVIEW_NAME])
+
+chap_predictions_overview = dg.AssetSpec(
+    overview_asset_key,
+    group_name="chap_predictions",
+    description="One row per configured model: latest status, when, failed step, prediction id and a link "
+    "to the run. Refreshed by a sensor after every prediction run, failed ones included.",
+    metadata={"overview_metadata_key": "overview"},
+)
+
+
+# ---- reading the reports -------------------------------------------------------------------
+
+
+def _value(metadata: dict, key: str) -> str:
+    entry = metadata.get(key)
+    if entry is None:
+        return ""
+    value = getattr(entry, "value", entry)
+    return "" if value is None else str(value)
+
+
+def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None = None) -> list[OverviewRow]:
+    """The latest report of every configured model, deleted ones (with history) included.
+
+    ``known`` overrides the partition keys (a sensor that is about to change them passes the new set).
+    """
+    if known is None:
+        known = instance.get_dynamic_partitions(configured_models_partitions.name)
+    known = set(known)
+    materialized = set(instance.get_materialized_partitions(report_asset_key))
+    rows = []
+    for key in known | materialized:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[key]), limit=5
+        ).records
+        if not records:
+            rows.append(OverviewRow(setup_id=key))
+            continue
+        record = records[0]
+        meta = dict(record.asset_materialization.metadata) if record.asset_materialization else {}
+        # A run that failed before it met chap does not know the name; an earlier report may.
+        names = (_value(dict(r.asset_materialization.metadata), "configured_model") for r in records
+                 if r.asset_materialization)
+        rows.append(
+            OverviewRow(
+                setup_id=key,
+                name=next((n for n in names if n), ""),
+                status=_value(meta, "status"),
+                when=datetime.fromtimestamp(record.timestamp, UTC),
+                failed_step=_value(meta, "failed_step"),
+                error=_value(meta, "error"),
+                prediction_id=_value(meta, "prediction_id"),
+                run_id=record.run_id or _value(meta, "run_id"),
+                deleted=key not in known,
+            )
+        )
+    return rows
+
+
+def overview_materialization(
+    instance: dg.DagsterInstance, known: Iterable[str] | None = None
+) -> dg.AssetMaterialization:
+    settings = get_settings()
+    rows = latest_report_rows(instance, known)
+    text = render_overview(
+        rows, location=settings.location_name, dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", ""))
+    )
+    live = [r for r in rows if not r.deleted]
+    return dg.AssetMaterialization(
+        asset_key=overview_asset_key,
+        description=f"{len(live)} configured models",
+        metadata={
+            "overview": dg.MetadataValue.md(text),
+            "configured_models": len(live),
+            "failed": sum(1 for r in live if r.status == "failed"),
+            "succeeded": sum(1 for r in live if r.status == "succeeded"),
+        },
+    )
+
+
+# ---- the backstop --------------------------------------------------------------------------
+
+
+def _run_has_report(instance: dg.DagsterInstance, run_id: str, key: str) -> bool:
+    """Whether the partition has a report of this run: written by its ops, or already by this backstop."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[key]), limit=20
+    ).records
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if record.run_id == run_id or _value(dict(metadata), "run_id") == run_id:
+            return True
+    return False
+
+
+def _error_text(error) -> str:
+    """A SerializableErrorInfo as one line: the message and its causes (resource errors wrap the real one)."""
+    if error is None:
+        return ""
+    parts = [error.message.strip()]
+    cause = error.cause
+    while cause is not None:
+        parts.append(f"Cause: {cause.message.strip()}")
+        cause = cause.cause
+    return " ".join(p for p in parts if p)
+
+
+def _failure_facts(instance: dg.DagsterInstance, run: dg.DagsterRun, event: dg.DagsterEvent | None) -> tuple[str, str]:
+    """(failed step, error) of a run: its failed step, else its resource start-up, else the run itself."""
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        dagster_event = entry.dagster_event
+        if dagster_event is not None:
+            data = dagster_event.step_failure_data
+            message = _error_text(data.error if data else None) or dagster_event.message or entry.user_message
+            return dagster_event.step_key or "unknown step", message
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RESOURCE_INIT_FAILURE):
+        dagster_event = entry.dagster_event
+        if dagster_event is not None:
+            message = _error_text(getattr(dagster_event.event_specific_data, "error", None))
+            return "resource initialization", message or dagster_event.message or entry.user_message
+    if event is not None:
+        message = _error_text(getattr(event.event_specific_data, "error", None)) or (event.message or "")
+        return "run", message or f"the run ended {run.status.value}"
+    return "run", f"the run ended {run.status.value}"
+
+
+def backstop_report(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, event: dg.DagsterEvent | None
+) -> RunReport | None:
+    """A minimal failed report for a run that ended without writing one, else None."""
+    key = run.tags.get(PARTITION_TAG)
+    if not key or _run_has_report(instance, run.run_id, key):
+        return None
+    step, error = _failure_facts(instance, run, event)
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        error = f"the run was canceled. {error}".strip()
+    report = RunReport(
+        setup_id=key,
+        dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", "")),
+        location=get_settings().location_name,
+        run_id=run.run_id,
+    )
+    stats = instance.get_run_stats(run.run_id)
+    if stats.start_time:
+        report.started_at = datetime.fromtimestamp(stats.start_time, UTC)
+    report.status = "failed"
+    report.failed_step = step
+    report.error = error or "the run failed before its steps could write a report"
+    report.hint = (
+        "The run stopped before it could write its own report (often a missing DHIS2_* environment variable "
+        "of the code location, or a run worker that died). Open the run's logs for details."
+    )
+    report.finish()
+    return report
+
+
+# ---- the sensors ---------------------------------------------------------------------------
+
+
+def refresh_after_run(context: dg.RunStatusSensorContext, *, backstop: bool) -> str:
+    instance = context.instance
+    run = context.dagster_run
+    note = ""
+    if backstop:
+        report = backstop_report(instance, run, context.dagster_event)
+        if report is not None:
+            instance.report_runless_asset_event(report_materialization(report))
+            note = f"; wrote the missing report for configured model {report.setup_id} (failed at {report.failed_step})"
+            context.log.warning(f"run {run.run_id} ended without a report{note}")
+    instance.report_runless_asset_event(overview_materialization(instance))
+    return f"overview refreshed after run {run.run_id} ({run.status.value}){note}"
+
+
+def _overview_sensor(status: dg.DagsterRunStatus, name: str, backstop: bool) -> dg.RunStatusSensorDefinition:
+    @dg.run_status_sensor(
+        name=name,
+        run_status=status,
+        monitored_jobs=[dhis2_chap_prediction],
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"After each {status.value.lower()} prediction run, refresh {OVERVIEW_NAME}"
+        + (" and write the run's report if the run could not." if backstop else "."),
+    )
+    def _sensor(context: dg.RunStatusSensorContext):
+        return dg.SkipReason(refresh_after_run(context, backstop=backstop))
+
+    return _sensor
+
+
+overview_on_success = _overview_sensor(dg.DagsterRunStatus.SUCCESS, "chap_predictions_overview_on_success", False)
+overview_on_failure = _overview_sensor(dg.DagsterRunStatus.FAILURE, "chap_predictions_overview_on_failure", True)
+overview_on_canceled = _overview_sensor(dg.DagsterRunStatus.CANCELED, "chap_predictions_overview_on_canceled", True)
+
+overview_sensors = [overview_on_success, overview_on_failure, overview_on_canceled]
