@@ -21,6 +21,7 @@ from .chap_models import (
     PredictionEntry,
     PredictionInfo,
     PredictionSetup,
+    PredictionSummary,
 )
 from .errors import (
     ChapHttpError,
@@ -127,6 +128,14 @@ class ChapClient:
             ) from exc
         except httpx.TransportError as exc:
             raise self._transport_error("POST", path, exc) from exc
+        if response.status_code == 504:
+            # The DHIS2 route's upstream read timed out: chap got the request and may still create the prediction.
+            raise ChapSubmitUncertain(
+                f"chap POST {path} -> HTTP 504 from DHIS2's route (chap did not answer in time); "
+                "chap may or may not have created the prediction",
+                hint="Not retried, to avoid a duplicate prediction. Check chap's job list before launching again; "
+                "raise the DHIS2 route's responseTimeoutSeconds if chap is slow to accept large requests.",
+            )
         return self._decode("POST", path, response)
 
     def _transport_error(self, method: str, path: str, exc: Exception) -> ChapUnreachable:
@@ -138,6 +147,15 @@ class ChapClient:
 
     def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
         status = response.status_code
+        if status == 401:
+            chap_body = _json_or_text(response)
+            if isinstance(chap_body, dict) and "detail" in chap_body and "httpStatusCode" not in chap_body:
+                # chap's own 401 relayed by the route (CHAP_API_TOKEN set): the route's credentials, not the user's.
+                raise ChapHttpError(
+                    method, path, status, chap_body["detail"],
+                    hint="chap-core requires an API token. Give the DHIS2 route 'chap' auth of type api-token "
+                    "with chap's CHAP_API_TOKEN.",
+                )
         if status in (301, 302, 303, 307, 308) or status == 401:
             raise Dhis2AuthFailed(self.username or "<token>", self.dhis2_base_url, f"HTTP {status} on the chap route")
         body = _json_or_text(response)
@@ -177,7 +195,9 @@ class ChapClient:
             rejection = Rejection.from_detail(detail)
             if rejection is not None:
                 raise ChapRejected(method, path, status, detail, rejection)
-        detail = body.get("detail", body) if isinstance(body, dict) else body
+        # FastAPI's {"detail": ...} is unwrapped; chap's 500 handler adds "error"/"type" beside
+        # "detail": "Internal server error", and those carry the cause, so keep such bodies whole.
+        detail = body["detail"] if isinstance(body, dict) and set(body) == {"detail"} else body
         raise ChapHttpError(method, path, status, detail)
 
     # ---- system ----
@@ -306,6 +326,18 @@ class ChapClient:
                 hint="chap reported SUCCESS but no prediction id.",
             )
         return PredictionInfo(id=int(description.result))
+
+    def summarize_prediction(self, prediction_id: int, quantiles: list[float]) -> PredictionSummary:
+        """Count and summarize the forecast values, one quantile per request.
+
+        A national model has org units × periods × quantiles entries (150,000 for 10,000
+        org units); asking per quantile keeps one fifth of them in memory at a time.
+        """
+        summary = PredictionSummary()
+        for quantile in quantiles:
+            rows = self._get(f"/v1/analytics/prediction-entry/{prediction_id}", params=[("quantiles", str(quantile))])
+            summary.add(rows or [], quantile)
+        return summary
 
     def prediction_entries(self, prediction_id: int, quantiles: list[float]) -> list[PredictionEntry]:
         rows = self._get(

@@ -17,9 +17,7 @@ def redact_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    host = parts.netloc.rpartition("@")[2]  # keeps the port and IPv6 brackets as written
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 

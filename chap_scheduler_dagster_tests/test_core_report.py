@@ -1,0 +1,213 @@
+"""RunReport: markdown for every outcome, and plain metadata."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chap_scheduler_dagster.core.errors import (
+    ChapRejected,
+    Dhis2Unreachable,
+    InvalidRunConfig,
+    Rejection,
+    SchedulerError,
+)
+from chap_scheduler_dagster.core.report import RunReport
+
+STEPS = ("probe_covariates", "fetch_analytics", "submit_prediction", "await_prediction")
+T0 = datetime(2026, 11, 22, 6, 0, 0, tzinfo=UTC)
+
+
+def base_report(**kw) -> RunReport:
+    r = RunReport(setup_id="3", dhis2_url="https://dhis2.example.org", location="sierra_leone", run_id="abc-123",
+                  started_at=T0, **kw)
+    r.dhis2_version, r.dhis2_server_time, r.dhis2_system_name = "2.41.3", "2026-11-22T06:00:00", "SL HMIS"
+    r.chap_version, r.chap_api = "2.5.1", "prediction-setups"
+    r.setup_name, r.model_name, r.template_name = "Monthly dengue", "naive_model", "Naive"
+    r.period_type, r.org_unit_count = "month", 142
+    r.covariates = ["rainfall (DE_RAIN)", "disease_cases (DE_CASES)"]
+    return r
+
+
+def succeeded() -> RunReport:
+    r = base_report()
+    r.end_mode, r.window_start, r.window_end, r.input_periods = "calculated", "202101", "202412", 48
+    r.end_how = "calculated: latest period with data for every covariate (probed LAST_12_MONTHS)"
+    r.latest_by_covariate = {"rainfall": "202412", "disease_cases": "202501"}
+    r.row_estimate, r.analytics_rows, r.observations = 13_632, 12_345, 12_001
+    r.dropped = {"empty or non-numeric value": 344}
+    r.analytics_requests, r.longest_url, r.body_bytes = 3, 7_912, 2_345_678
+    r.n_periods, r.n_periods_how = 3, "CHAP_SCHEDULER_HORIZON_MONTH=3"
+    r.job_id, r.prediction_id, r.prediction_values = "5f0c-job", 17, 2_130
+    r.predicted_periods = ["202501", "202502", "202503"]
+    r.median_by_period = {"202501": 1234.5, "202502": 20_000.04, "202503": 0.0}
+    r.succeed()
+    r.finished_at = T0 + timedelta(minutes=2, seconds=5.5)
+    return r
+
+
+def test_success_markdown():
+    md = succeeded().markdown()
+    assert md.startswith("# Run report: Monthly dengue\n")
+    assert "- **Status:** SUCCEEDED" in md
+    assert "FAILED" not in md and "**Error:**" not in md
+    assert "- **Duration:** 2m 05.5s" in md
+    assert "- **Dagster run:** `abc-123`" in md
+    assert "- **Instance:** `https://dhis2.example.org` (sierra_leone)" in md
+    assert "- **Version:** 2.41.3 (SL HMIS)" in md
+    assert "- **Version:** 2.5.1 (API: prediction-setups)" in md
+    assert "- **Window:** 202101 .. 202412 (48 periods)" in md
+    assert "- **Latest period with data:** disease_cases 202501, rainfall 202412" in md
+    assert "- **Analytics rows fetched:** 12,345" in md
+    assert "- **Observations sent to chap:** 12,001" in md
+    assert "- **Rows dropped — empty or non-numeric value:** 344" in md
+    assert "- **Analytics requests:** 3 (longest URL 7,912 bytes)" in md
+    assert "- **Request body:** 2.3 MB" in md
+    assert "- **Periods predicted (nPeriods):** 3 — CHAP_SCHEDULER_HORIZON_MONTH=3" in md
+    assert "- **Job:** `5f0c-job`" in md
+    assert "- **Prediction id:** 17" in md
+    assert "- **Prediction values:** 2,130" in md
+    assert "- **Predicted periods:** 202501, 202502, 202503" in md
+    assert "| period | median forecast, summed over org units |" in md
+    table = md[md.index("| period |"):].splitlines()
+    assert table[2:5] == ["| 202501 | 1,234.5 |", "| 202502 | 20,000.0 |", "| 202503 | 0.0 |"]
+
+
+def test_many_predicted_periods_are_abbreviated():
+    r = succeeded()
+    r.predicted_periods = [f"2027W{i}" for i in range(1, 13)]
+    assert "- **Predicted periods:** 2027W1..2027W12 (12 periods)" in r.markdown()
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_failure_markdown_at_each_step(step):
+    r = base_report()
+    r.fail(step, SchedulerError("chap-core is down", hint="Start chap-core."))
+    md = r.markdown()
+    assert f"- **Status:** FAILED at `{step}`" in md
+    assert "- **Error:** `chap-core is down`" in md
+    assert "- **What to do:** Start chap-core." in md
+    assert r.status == "failed" and r.failed_step == step and r.finished_at is not None
+
+
+def test_failure_with_a_plain_exception_names_its_type():
+    r = base_report()
+    r.fail("fetch_analytics", ValueError("boom"))
+    assert r.error == "ValueError: boom"
+    assert r.hint is None
+    md = r.markdown()
+    assert "`ValueError: boom`" in md
+    assert "What to do" not in md
+    r2 = base_report()
+    r2.fail("submit_prediction", KeyError())
+    assert r2.error == "KeyError: KeyError"
+
+
+def test_invalid_config_before_anything_was_contacted():
+    r = RunReport(setup_id="9", dhis2_url="https://dhis2.example.org")
+    r.fail("probe_covariates", InvalidRunConfig("end_date", "end_mode 'fixed' needs end_date (YYYY-MM-DD)"))
+    md = r.markdown()
+    assert "# Run report: configured model 9" in md
+    assert "FAILED at `probe_covariates`" in md
+    assert "Invalid run config: end_date" in md
+    assert md.count("- not contacted") == 2
+    assert "## Input window" not in md and "## Prediction" not in md
+
+
+def test_long_or_multiline_error_goes_in_a_code_block():
+    r = base_report()
+    r.fail("await_prediction", SchedulerError("chap job j1 ended FAILURE: Traceback\n  line 1\nValueError: x"))
+    md = r.markdown()
+    assert "```\nchap job j1 ended FAILURE: Traceback\n  line 1\nValueError: x\n```" in md
+
+
+def test_dhis2_not_reachable():
+    r = RunReport(setup_id="3", dhis2_url="https://dhis2.example.org")
+    exc = Dhis2Unreachable("could not reach DHIS2 at https://dhis2.example.org: ConnectError: refused",
+                           hint="Check DHIS2_BASE_URL.")
+    r.dhis2_error = str(exc)
+    r.fail("probe_covariates", exc)
+    md = r.markdown()
+    assert "- **NOT REACHABLE:** `could not reach DHIS2 at https://dhis2.example.org: ConnectError: refused`" in md
+    assert "- **What to do:** Check DHIS2_BASE_URL." in md
+    chap_section = md[md.index("## chap-core"):]
+    assert "- not contacted" in chap_section.split("##")[1]
+
+
+def test_chap_not_reachable():
+    r = base_report()
+    r.chap_version = None
+    r.chap_error = "DHIS2 has no usable route 'chap' (Route chap not found)"
+    r.fail("probe_covariates", SchedulerError(r.chap_error))
+    md = r.markdown()
+    section = md[md.index("## chap-core"):md.index("## Configured model")]
+    assert "NOT REACHABLE:** `DHIS2 has no usable route 'chap'" in section
+
+
+def rejection_exc(rows: list[dict]) -> ChapRejected:
+    detail = {"message": "All regions rejected due to missing values", "imported_count": 0, "rejected": rows}
+    rejection = Rejection.from_detail(detail)
+    assert rejection is not None
+    return ChapRejected("POST", "/v1/crud/prediction-setups/3/run", 400, detail, rejection)
+
+
+def test_rejection_grouped_by_covariate():
+    reason = "Missing value for some/all time periods"
+    rows = [{"reason": reason, "orgUnit": f"OU_{i}", "featureName": "rainfall",
+             "timePeriods": [f"2024{m:02d}" for m in range(i + 1, 8)]} for i in range(3)]
+    rows += [{"reason": reason, "orgUnit": "OU_9", "featureName": "mean_temperature", "timePeriods": ["202406"]},
+             {"reason": reason, "orgUnit": "OU_8", "featureName": "mean_temperature",
+              "timePeriods": ["202406", "202405"]}]
+    r = base_report()
+    r.fail("submit_prediction", rejection_exc(rows))
+    md = r.markdown()
+    assert "- **Status:** FAILED at `submit_prediction`" in md
+    assert "- **Error:** chap rejected the prediction: All regions rejected due to missing values (imported 0)" in md
+    assert "- **Rejected cells (grouped by covariate):**" in md
+    assert f"  - `rainfall`: 3 org units; periods affected: 202401..202407 (7 periods) — {reason}" in md
+    assert f"  - `mean_temperature`: 2 org units; periods affected: 202405, 202406 — {reason}" in md
+    assert md.index("`mean_temperature`") < md.index("`rainfall`")  # sorted by covariate
+    assert "Import the missing values" in md
+    assert r.rejection is not None and len(r.rejection.rejected) == 5
+
+
+def test_rejection_weekly_periods_in_calendar_order():
+    rows = [{"reason": "r", "orgUnit": "OU_A", "featureName": "rainfall",
+             "timePeriods": [f"2024W{w}" for w in range(1, 13)]}]
+    r = base_report()
+    r.fail("submit_prediction", rejection_exc(rows))
+    assert "periods affected: 2024W1..2024W12 (12 periods)" in r.markdown()
+
+
+def test_metadata_is_plain_and_complete():
+    for report in (succeeded(), RunReport(setup_id="3", dhis2_url="u")):
+        meta = report.metadata()
+        assert all(v is not None for v in meta.values())
+        assert all(isinstance(v, (str, int, float)) for v in meta.values())
+        assert {"status", "failed_step", "prediction_id", "error", "configured_model_id",
+                "duration_seconds"} <= set(meta)
+    meta = succeeded().metadata()
+    assert (meta["status"], meta["failed_step"], meta["prediction_id"]) == ("succeeded", "", 17)
+    assert meta["window"] == "202101..202412"
+    assert meta["analytics_rows"] == 12_345
+    assert meta["duration_seconds"] == 125.5
+    failed = base_report()
+    failed.fail("fetch_analytics", SchedulerError("x"))
+    meta = failed.metadata()
+    assert (meta["status"], meta["failed_step"], meta["prediction_id"], meta["error"]) == (
+        "failed", "fetch_analytics", "", "x")
+    assert "input_periods" not in meta
+
+
+def test_markdown_survives_partial_figures():
+    r = base_report()
+    r.analytics_rows, r.analytics_requests = 10, 2  # longest_url not known yet
+    r.org_units_without_geometry = [f"OU_{i}" for i in range(10)]
+    r.org_units_dropped_by_chap = ["OU_3"]
+    r.job_id = "j"
+    r.fail("fetch_analytics", SchedulerError("x"))
+    md = r.markdown()
+    assert "- **Analytics requests:** 2" in md
+    assert "OU_0, OU_1, OU_2, OU_3, OU_4, OU_5, OU_6, OU_7 … (10 in all)" in md
+    assert "- **Org units chap silently dropped:** 1 — OU_3" in md
