@@ -126,8 +126,11 @@ class PredictionBodyWriter:
         if not all(map(math.isfinite, (o["value"] for o in kept))):
             return None
         if len(kept) != len(rows):
+            width = max(dx, pe, ou, value) + 1
             for row in rows:
-                if row[dx] not in covariate_of:
+                if len(row) < width:  # same precedence as the careful path
+                    self.dropped[DROP_SHORT_ROW] += 1
+                elif row[dx] not in covariate_of:
                     self.dropped[DROP_UNMAPPED] += 1
                 elif row[ou] not in usable:
                     self.dropped[DROP_NO_GEOMETRY if row[ou] in self._org_units else DROP_OTHER_ORG_UNIT] += 1
