@@ -7,6 +7,7 @@ read into :class:`PredictionSetup`: chap-core 2.x prediction setups, and the
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
@@ -110,3 +111,23 @@ class PredictionEntry(_Wire):
     period: str
     quantile: float
     value: float
+
+
+@dataclass
+class PredictionSummary:
+    """What the report says about a prediction's values, built without keeping the entries."""
+
+    values: int = 0
+    periods: set[str] = field(default_factory=set)
+    org_units: set[str] = field(default_factory=set)
+    median_by_period: dict[str, float] = field(default_factory=dict)
+
+    def add(self, entries: list[dict], quantile: float) -> None:
+        self.values += len(entries)
+        is_median = abs(quantile - 0.5) < 1e-9
+        for entry in entries:
+            period = entry["period"]
+            self.periods.add(period)
+            self.org_units.add(entry["orgUnit"])
+            if is_median:
+                self.median_by_period[period] = self.median_by_period.get(period, 0.0) + float(entry["value"])

@@ -8,7 +8,6 @@ leaves a report that says how far the run got.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -230,20 +229,16 @@ def await_prediction(
         raise chap.job_failure_text(run.job_id, status)
     info = chap.prediction_result(run.job_id)
     run.report.prediction_id = info.id
-    entries = chap.prediction_entries(info.id, settings.quantile_list())
-    run.report.prediction_values = len(entries)
-    periods = sorted({e.period for e in entries}, key=_period_sort_key)
+    summary = chap.summarize_prediction(info.id, settings.quantile_list())
+    periods = sorted(summary.periods, key=_period_sort_key)
+    run.report.prediction_values = summary.values
     run.report.predicted_periods = periods
-    medians: defaultdict[str, float] = defaultdict(float)
-    for entry in entries:
-        if abs(entry.quantile - 0.5) < 1e-9:
-            medians[entry.period] += entry.value
-    run.report.median_by_period = {p: medians[p] for p in periods if p in medians}
+    run.report.median_by_period = {p: summary.median_by_period[p] for p in periods if p in summary.median_by_period}
     sent = set(setup.org_units) - set(run.report.org_units_without_geometry)
     if info.org_units is not None:
         run.report.org_units_dropped_by_chap = sorted(sent - set(info.org_units))
     log(
-        f"prediction {info.id}: {len(entries):,} values for {len(periods)} periods"
+        f"prediction {info.id}: {summary.values:,} values for {len(periods)} periods"
         + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units" if run.report.org_units_dropped_by_chap else "")
     )
 
