@@ -601,3 +601,29 @@ def test_unknown_fields_are_ignored_and_bad_json_text_is_kept(chap_mock, client)
         client.job_status("j9")
     assert info.value.detail == "plain text failure"
     assert json.dumps(info.value.detail)
+
+
+def test_wait_for_job_rides_out_a_short_chap_outage(chap_mock, client, sleeps):
+    chap_mock.get("/v1/jobs").respond(json=[_job("j4")])
+    down = httpx.Response(502, json=web_message(502, "Bad Gateway"))
+    # Each status GET is tried get_attempts (3) times; the first poll fails all three, then chap is back.
+    chap_mock.get("/v1/jobs/j4").mock(side_effect=[down, down, down, httpx.Response(200, json="SUCCESS")])
+    seen: list[str] = []
+    status = client.wait_for_job("j4", timeout_seconds=3600, poll_interval_seconds=5, on_status=seen.append,
+                                 clock=FakeClock(1))
+    assert status == "SUCCESS"
+    assert seen[0].startswith("not reachable, still waiting") and seen[-1] == "SUCCESS"
+
+
+def test_wait_for_job_outage_past_the_deadline_fails_as_unreachable(chap_mock, client):
+    chap_mock.get("/v1/jobs").respond(json=[_job("j5")])
+    chap_mock.get("/v1/jobs/j5").respond(502, json=web_message(502, "Bad Gateway"))
+    with pytest.raises(ChapUnreachable):
+        client.wait_for_job("j5", timeout_seconds=60, poll_interval_seconds=5, clock=FakeClock(30))
+
+
+def test_repeated_org_units_in_a_setup_are_kept_once():
+    from chap_scheduler_dagster.core.chap_models import PredictionSetup
+
+    setup = PredictionSetup.model_validate({"id": 1, "name": "x", "orgUnits": ["A", "B", "A", "C", "B"]})
+    assert setup.org_units == ["A", "B", "C"]

@@ -251,3 +251,11 @@ def test_leak_check_detects_a_pinned_client():
         del close
     gc.collect()
     assert ref() is None
+
+
+def test_404_on_system_info_points_at_the_base_url(dhis2_mock, reader):
+    dhis2_mock.get("/api/system/info").respond(404, text="<html>Not Found</html>")
+    with pytest.raises(Dhis2RequestFailed) as info:
+        reader.system_info()
+    assert "does not look like a DHIS2 API root" in str(info.value)
+    assert "DHIS2_BASE_URL" in info.value.hint and "context path" in info.value.hint

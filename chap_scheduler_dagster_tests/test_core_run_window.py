@@ -265,3 +265,10 @@ def test_calculated_window_uses_the_probe(reader):
     assert "2025W53" not in window.period_ids and "2026W1" in window.period_ids  # 2025 has 52 ISO weeks
     assert len(window.periods) == 50 + 52 + 5
     assert "LAST_52_WEEKS" in window.end_how and window.end_how.startswith("calculated")
+
+
+@pytest.mark.parametrize("value", ["20240615", "2024-W24-6", "2024-6-15", " 2024-06-15"])
+def test_end_date_must_be_yyyy_mm_dd(value):
+    with pytest.raises(InvalidRunConfig) as info:
+        parse_window_request("fixed", value, None)
+    assert info.value.field_name == "end_date"

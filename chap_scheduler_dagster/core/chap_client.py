@@ -289,7 +289,16 @@ class ChapClient:
         deadline = clock() + timeout_seconds
         last = ""
         while True:
-            status = self.job_status(job_id).upper()
+            try:
+                status = self.job_status(job_id).upper()
+            except ChapUnreachable as exc:
+                # chap or the route blinked while the job runs on: keep waiting until the deadline.
+                if clock() >= deadline:
+                    raise
+                if on_status is not None:
+                    on_status(f"not reachable, still waiting ({exc})")
+                self._sleep(poll_interval_seconds)
+                continue
             if status != last and on_status is not None:
                 on_status(status)
             last = status

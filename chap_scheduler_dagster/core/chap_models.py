@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
 class ChapApi(StrEnum):
@@ -71,6 +71,12 @@ class PredictionSetup(_Wire):
     # chap-core defaults the flag to false, and legacy rows have no flag at all.
     schedule_enabled: bool = Field(default=False, alias="scheduleEnabled")
     quantile_targets: list[QuantileTarget] = Field(default_factory=list, alias="quantileTargets")
+
+    @field_validator("org_units")
+    @classmethod
+    def _unique_org_units(cls, units: list[str]) -> list[str]:
+        # A repeated org unit would be fetched twice and chap answers 500 on duplicate observations.
+        return list(dict.fromkeys(units))
 
     @property
     def model_name(self) -> str:

@@ -138,6 +138,12 @@ class Dhis2Reader:
                 status,
                 hint="Give the DHIS2 user read access to the data elements and org units of this configured model.",
             )
+        if status == 404 and path == "/api/system/info":
+            return Dhis2RequestFailed(
+                f"{redact_url(self.base_url)} does not look like a DHIS2 API root (HTTP 404 on {path})",
+                status,
+                hint="Set DHIS2_BASE_URL to the DHIS2 root, including any context path (e.g. https://host/dhis).",
+            )
         code = payload.get("errorCode")
         detail = f"{message} ({code})" if code else message
         return Dhis2RequestFailed(

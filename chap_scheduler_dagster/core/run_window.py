@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from .periods import (
 
 EndMode = Literal["calculated", "fixed", "offset"]
 END_MODES: tuple[str, ...] = get_args(EndMode)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ def parse_window_request(end_mode: str, end_date: str | None, end_period_offset:
     parsed_date: date | None = None
     if end_date not in (None, ""):
         try:
+            if not _ISO_DATE.fullmatch(str(end_date)):
+                raise ValueError
             parsed_date = date.fromisoformat(str(end_date))
         except ValueError:
             raise InvalidRunConfig("end_date", f"{end_date!r} is not a date in YYYY-MM-DD form") from None
