@@ -1,0 +1,218 @@
+"""The real chap-core lane: a real chap-core 2.5.1 on loopback behind the sandbox's DHIS2 route.
+
+The session fixture runs ``scripts/real_chap.py install`` (a no-op when the venv is complete),
+``start`` (own Redis, Celery worker and API, state in a pytest tmp dir) and ``seed`` (mirrors the
+sandbox's monthly prediction setup 1 into the real chap), with a sandbox started with
+``chap_url=<real chap>``.  Nothing here skips: if the lane cannot be brought up the test fails
+with the script's output, which carries the chap log tails.
+
+Run it alone with ``.venv/bin/python -m pytest -m realchap``.  A cold install takes a couple of
+minutes; later runs reuse ``$CHAP_REAL_HOME`` (default ``<repo>/.real-chap/``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.realchap
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "real_chap.py"
+AUTH = ("admin", "district")
+SETUP_TO_MIRROR = 1
+QUANTILES = (0.1, 0.5, 0.9)
+N_PERIODS = 3
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("real_chap_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return mod
+
+
+rc = _load_script()
+
+
+@dataclass
+class Lane:
+    chap_url: str
+    sandbox_url: str
+    seed: dict
+    run_dir: Path
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def route(self) -> str:
+        return f"{self.sandbox_url}/api/routes/chap/run"
+
+
+def _script(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), *args]
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"`real_chap.py {' '.join(args)}` timed out after {timeout}s\n"
+                    f"stdout:\n{exc.stdout}\nstderr:\n{exc.stderr}", pytrace=False)
+    if proc.returncode != 0:
+        pytest.fail(f"`real_chap.py {' '.join(args)}` failed ({proc.returncode})\n"
+                    f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}", pytrace=False)
+    return proc
+
+
+def _log_tails(run_dir: Path) -> str:
+    out = []
+    for name in ("api", "worker"):
+        p = run_dir / "logs" / f"{name}.log"
+        if p.exists():
+            out.append(f"--- {p} (tail) ---\n{rc.tail(p, 30)}")
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="session")
+def real_chap_lane(tmp_path_factory):
+    from dhis2_sandbox import Sandbox, SandboxConfig  # a missing sandbox is a failure, not a skip
+
+    run_dir = tmp_path_factory.mktemp("real-chap-run")
+    env = dict(os.environ, CHAP_REAL_RUN=str(run_dir))
+    timings: dict[str, float] = {}
+
+    t = time.monotonic()
+    _script(["install"], env, timeout=1800)
+    timings["install"] = round(time.monotonic() - t, 1)
+    started = False
+    try:
+        t = time.monotonic()
+        chap_url = _script(["start"], env, timeout=240).stdout.strip().splitlines()[-1]
+        started = True
+        timings["start"] = round(time.monotonic() - t, 1)
+        assert chap_url.startswith("http://127.0.0.1:"), chap_url
+        with Sandbox(SandboxConfig(port=0, chap_url=chap_url)) as sandbox:
+            t = time.monotonic()
+            out = _script(["seed", "--dhis2-url", sandbox.base_url, "--user", AUTH[0], "--password", AUTH[1],
+                           "--from-setup", str(SETUP_TO_MIRROR)], env, timeout=600)
+            timings["seed"] = round(time.monotonic() - t, 1)
+            seed = json.loads(out.stdout.strip().splitlines()[-1])
+            yield Lane(chap_url=chap_url, sandbox_url=sandbox.base_url, seed=seed, run_dir=run_dir,
+                       timings=timings)
+    finally:
+        if started or (run_dir / "state.json").exists():
+            subprocess.run([sys.executable, str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60)
+        print(f"\n[real chap lane] timings: {timings}", file=sys.stderr)
+
+
+def test_real_chap_setup_is_listed_and_runs_through_the_sandbox_route(real_chap_lane):
+    lane = real_chap_lane
+    setup_id = lane.seed["prediction_setup_id"]
+    with httpx.Client(timeout=60) as plain, httpx.Client(timeout=60, auth=AUTH) as dhis2:
+        # What the sandbox's setup says, and which of its org units have a polygon in DHIS2.
+        sandbox_setup = rc.fetch_sandbox_setup(plain, lane.sandbox_url, SETUP_TO_MIRROR)
+        r = dhis2.get(f"{lane.sandbox_url}/api/organisationUnits",
+                      params={"filter": f"id:in:[{','.join(sandbox_setup['orgUnits'])}]",
+                              "fields": "id,geometry", "paging": "false"})
+        assert r.status_code == 200, r.text
+        with_geometry = {o["id"] for o in r.json()["organisationUnits"] if o.get("geometry")}
+        without_geometry = set(sandbox_setup["orgUnits"]) - with_geometry
+        assert without_geometry, "the sandbox's monthly setup should contain a district without geometry"
+        rejected = {row["orgUnit"] for row in lane.seed["rejected"]}
+
+        # 1) The real chap lists the seeded setup THROUGH THE SANDBOX'S DHIS2 ROUTE.
+        r = dhis2.get(f"{lane.route}/v1/crud/prediction-setups")
+        assert r.status_code == 200, f"{r.status_code} {r.text[:2000]}\n{_log_tails(lane.run_dir)}"
+        listed = {s["id"]: s for s in r.json()}
+        assert setup_id in listed, f"setup {setup_id} not listed via the route: {sorted(listed)}"
+        real = listed[setup_id]
+        assert {(c["covariate"], c["dataElementId"]) for c in real["covariateSources"]} == {
+            (c["covariate"], c["dataElementId"]) for c in sandbox_setup["covariateSources"]}
+        assert set(real["orgUnits"]) == with_geometry - rejected
+        assert not set(real["orgUnits"]) & without_geometry
+        assert len(real["orgUnits"]) >= len(with_geometry) // 2, (real["orgUnits"], lane.seed["rejected"])
+        assert real["periodType"] == sandbox_setup["periodType"]
+        assert real["startPeriod"] == rc.chap_period(sandbox_setup["startPeriod"])
+        assert real["configuredModel"]["name"] == "naive_model"
+        assert real["scheduleEnabled"] is True
+        assert real["quantileTargets"] == [{"quantile": str(q["quantile"]), "dataElementId": q["dataElementId"]}
+                                           for q in sandbox_setup["quantileTargets"]]
+
+        # 2) A /run with the mirrored DHIS2 data succeeds through the route and yields entries.
+        #    The inputs are built from the REAL setup (as read through the route) + the DHIS2 API.
+        inputs = rc.fetch_dhis2_inputs(plain, lane.sandbox_url, real, AUTH)
+        assert set(inputs["org_units"]) == set(real["orgUnits"])
+        assert inputs["n_periods"] >= rc.min_training_periods(real["periodType"])
+        t = time.monotonic()
+        r = dhis2.post(f"{lane.route}/v1/crud/prediction-setups/{setup_id}/run",
+                       json=rc.run_body(inputs, name="real chap lane test run", n_periods=N_PERIODS))
+        assert r.status_code == 200, f"/run -> {r.status_code} {r.text[:3000]}"
+        job_id = r.json()["id"]
+        try:
+            status = rc.wait_job(dhis2, lane.route, job_id, timeout=300)
+        except rc.RealChapError as exc:
+            pytest.fail(f"/run job did not succeed: {exc}\n{_log_tails(lane.run_dir)}", pytrace=False)
+        assert status == "SUCCESS"
+        lane.timings["run"] = round(time.monotonic() - t, 1)
+
+        r = dhis2.get(f"{lane.route}/v1/jobs", params={"ids": job_id})
+        assert r.status_code == 200, r.text
+        [job] = r.json()
+        assert job["prediction_setup_id"] == setup_id
+        prediction_id = int(json.loads(job["result"]))
+
+        r = dhis2.get(f"{lane.route}/v1/analytics/prediction-entry/{prediction_id}",
+                      params=[("quantiles", str(q)) for q in QUANTILES])
+        assert r.status_code == 200, r.text
+        entries = r.json()
+        expected_periods = rc.next_periods(inputs["end_period"], N_PERIODS, real["periodType"])
+        assert entries, "no prediction entries"
+        assert {e["orgUnit"] for e in entries} == set(real["orgUnits"])
+        assert sorted({e["period"] for e in entries}) == expected_periods
+        assert {float(e["quantile"]) for e in entries} == set(QUANTILES)
+        assert len(entries) == len(real["orgUnits"]) * N_PERIODS * len(QUANTILES)
+        assert all(isinstance(e["value"], (int, float)) for e in entries)
+
+        # The prediction is attached to the setup (what the scheduler reads back).
+        r = dhis2.get(f"{lane.route}/v1/crud/prediction-setups/{setup_id}")
+        assert r.status_code == 200, r.text
+        assert prediction_id in [p["id"] for p in r.json()["predictions"]]
+
+
+def test_dagster_job_predicts_with_the_real_chap(real_chap_lane, monkeypatch):
+    """The scheduler's own job, in process, against the sandbox DHIS2 whose route leads to the real chap."""
+    import dagster as dg
+
+    from chap_scheduler_dagster.defs.assets import report_asset_key
+    from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
+    from chap_scheduler_dagster.defs.partitions import configured_models_partitions
+    from chap_scheduler_dagster.defs.resources import Dhis2Resource
+
+    lane = real_chap_lane
+    key = str(lane.seed["prediction_setup_id"])
+    monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.5")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(configured_models_partitions.name, [key])
+        result = dhis2_chap_prediction.execute_in_process(
+            partition_key=key,
+            instance=instance,
+            resources={"dhis2": Dhis2Resource(base_url=lane.sandbox_url, username=AUTH[0], password=AUTH[1])},
+            run_config={"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}},
+            raise_on_error=False,
+        )
+        record = instance.fetch_materializations(report_asset_key, limit=1).records[0]
+    meta = record.asset_materialization.metadata
+    text = meta["report"].value
+    assert result.success, f"{text}\n{_log_tails(lane.run_dir)}"
+    assert "- **Version:** 2.5.1 (API: prediction-setups)" in text
+    prediction_id = meta["prediction_id"].value
+    assert isinstance(prediction_id, int) and prediction_id > 0
+    assert meta["prediction_values"].value > 0
+    assert "Predicted periods:" in text and "| period | median forecast" in text
