@@ -13,9 +13,19 @@ pytestmark = pytest.mark.e2e
 PASSWORD = "district"
 
 
+EVERY_MINUTE_SETUP = 61
+
+
 @pytest.fixture(scope="module")
 def sandbox():
     with Sandbox(SandboxConfig(port=0)) as sb:
+        # A copy of the monthly model whose chap schedule fires every minute, for chap_schedule_sensor.
+        monthly = sb.chap.setups[1]
+        sb.chap.add_setup(
+            id=EVERY_MINUTE_SETUP, name="Every minute (chap cron)", periodType="month",
+            startPeriod=monthly["startPeriod"], orgUnits=monthly["orgUnits"],
+            covariateSources=monthly["covariateSources"], scheduleCronExpression="* * * * *", scheduleEnabled=True,
+        )
         yield sb
 
 
@@ -107,3 +117,80 @@ def test_schema_invalid_config_is_refused_at_launch(stack):
     launched = stack.launch("1", {"ops": {"probe_covariates": {"config": {"end_mode": "tomorrow"}}}})
     assert launched["__typename"] == "RunConfigValidationInvalid"
     assert any("tomorrow" in e["message"] or "end_mode" in e["message"] for e in launched["errors"])
+
+
+SENSOR_TICKS = """
+query Ticks($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status ticks(limit: 20) { status skipReason runIds
+                    dynamicPartitionsRequestResults { partitionKeys type } } } }
+  }
+}
+"""
+
+RUNS_BY_TAG = """
+query Runs($filter: RunsFilter!) {
+  runsOrError(filter: $filter) { ... on Runs { results { runId status tags { key value } } } }
+}
+"""
+
+
+def sensor_ticks(stack, name):
+    selector = {"repositoryLocationName": "chap_scheduler_dagster", "repositoryName": "__repository__",
+                "sensorName": name}
+    return stack.graphql(SENSOR_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]
+
+
+def wait_until(predicate, timeout, what, stack):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"{what} did not happen within {timeout} s\n{stack.log_tail()}")
+
+
+def test_discovery_sensor_adds_every_configured_model_as_a_partition(stack, sandbox):
+    expected = {str(i) for i in sandbox.chap.setups}
+
+    def added():
+        keys = set()
+        for tick in sensor_ticks(stack, "configured_models_sensor")["ticks"]:
+            for request in tick["dynamicPartitionsRequestResults"] or []:
+                if request["type"] == "ADD_PARTITIONS":
+                    keys |= set(request["partitionKeys"])
+        return expected <= keys | _existing(stack) and keys
+
+    assert wait_until(added, 60, "the discovery sensor adding partitions", stack)
+    assert expected <= _existing(stack)
+    assert sensor_ticks(stack, "configured_models_sensor")["status"] == "RUNNING"
+
+
+def _existing(stack):
+    answer = stack.graphql(
+        """{ partitionSetsOrError(pipelineName: "dhis2_chap_prediction",
+             repositorySelector: {repositoryLocationName: "chap_scheduler_dagster", repositoryName: "__repository__"}) {
+             __typename
+             ... on PartitionSets { results { partitionsOrError { ... on Partitions { results { name } } } } } } }"""
+    )
+    sets = answer["partitionSetsOrError"]["results"]
+    return {p["name"] for s in sets for p in s["partitionsOrError"]["results"]}
+
+
+def test_chap_schedule_sensor_launches_a_run_for_a_due_cron_tick(stack):
+    filter_ = {"tags": [{"key": "chap_scheduler/trigger", "value": "chap-cron"}]}
+
+    def launched():
+        runs = stack.graphql(RUNS_BY_TAG, {"filter": filter_})["runsOrError"]["results"]
+        return [r for r in runs if {"key": "dagster/partition", "value": str(EVERY_MINUTE_SETUP)} in r["tags"]]
+
+    runs = wait_until(launched, 150, "chap_schedule_sensor launching a run", stack)
+    run = stack.wait_for_run(runs[-1]["runId"])
+    assert run["status"] == "SUCCESS", stack.log_tail()
+    # Only enabled setups with a cron are launched by it: the weekly setup (disabled) never is.
+    runs = stack.graphql(RUNS_BY_TAG, {"filter": filter_})["runsOrError"]["results"]
+    assert not [r for r in runs if {"key": "dagster/partition", "value": "2"} in r["tags"]]
