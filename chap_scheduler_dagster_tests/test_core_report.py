@@ -180,6 +180,14 @@ def test_rejection_weekly_periods_in_calendar_order():
     assert "periods affected: 2024W1..2024W12 (12 periods)" in r.markdown()
 
 
+def test_rejection_periods_padded_by_chap_are_shown_as_dhis2_ids():
+    rows = [{"reason": "r", "orgUnit": "OU_A", "featureName": "rainfall", "timePeriods": ["2024W03", "2024W10"]},
+            {"reason": "r", "orgUnit": "OU_B", "featureName": "rainfall", "timePeriods": ["2024W3"]}]
+    r = base_report()
+    r.fail("submit_prediction", rejection_exc(rows))
+    assert "`rainfall`: 2 org units; periods affected: 2024W3, 2024W10 —" in r.markdown()
+
+
 def test_metadata_is_plain_and_complete():
     for report in (succeeded(), RunReport(setup_id="3", dhis2_url="u")):
         meta = report.metadata()

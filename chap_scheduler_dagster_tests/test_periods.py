@@ -637,3 +637,16 @@ def test_id_and_parse_are_fast() -> None:
     elapsed = time.perf_counter() - t0
     assert out[0] == "2024W1"
     assert elapsed < 2.0, elapsed
+
+
+def test_dhis2_id_unpads_chap_weeks_and_keeps_the_unknown():
+    from chap_scheduler_dagster.core.periods import dhis2_id
+
+    assert [dhis2_id(p) for p in ("2027W01", "2027W1", "202401", "2024Q1", "not-a-period")] == [
+        "2027W1", "2027W1", "202401", "2024Q1", "not-a-period"]
+
+
+def test_calendar_order_sorts_weeks_by_date_not_text():
+    from chap_scheduler_dagster.core.periods import calendar_order
+
+    assert sorted(["2024W10", "2024W9", "2023W52", "junk"], key=calendar_order) == ["junk", "2023W52", "2024W9", "2024W10"]

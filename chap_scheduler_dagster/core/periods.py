@@ -567,3 +567,22 @@ def probe_keyword_periods(today: date, period_type: PeriodType) -> list[Period]:
     n = _PROBE[ptype][1]
     current = covering(today, ptype)
     return period_range(current.shift(-n), current.shift(-1), cap=n)
+
+
+def dhis2_id(period_id: str) -> str:
+    """The DHIS2 form of a period id from anywhere (chap pads weeks: ``2027W01`` -> ``2027W1``).
+
+    Ids that do not parse are returned unchanged, so reports never lose what chap said.
+    """
+    try:
+        return parse_period(period_id.strip()).id
+    except PeriodError:
+        return period_id
+
+
+def calendar_order(period_id: str) -> tuple[int, str]:
+    """Sort key in calendar order (``2024W9`` before ``2024W10``); unparsable ids first, by text."""
+    try:
+        return (parse_period(period_id.strip()).start.toordinal(), period_id)
+    except PeriodError:
+        return (0, period_id)

@@ -19,7 +19,7 @@ from .chap_models import ChapApi, PredictionSetup
 from .dhis2_fetch import fetch_prediction_body
 from .dhis2_reader import Dhis2Reader
 from .errors import ChapError, Dhis2Error, SchedulerError
-from .periods import parse_period
+from .periods import calendar_order, dhis2_id
 from .prediction_body import iter_body, remove_body
 from .report import RunReport
 from .run_window import InputWindow, WindowRequest, probe_latest_common_period, resolve_window, setup_period_type
@@ -230,10 +230,13 @@ def await_prediction(
     info = chap.prediction_result(run.job_id)
     run.report.prediction_id = info.id
     summary = chap.summarize_prediction(info.id, settings.quantile_list())
-    periods = sorted(summary.periods, key=_period_sort_key)
+    # chap pads weekly ids (2027W01); the report speaks DHIS2 (2027W1).
+    periods = sorted(summary.periods, key=calendar_order)
     run.report.prediction_values = summary.values
-    run.report.predicted_periods = periods
-    run.report.median_by_period = {p: summary.median_by_period[p] for p in periods if p in summary.median_by_period}
+    run.report.predicted_periods = [dhis2_id(p) for p in periods]
+    run.report.median_by_period = {
+        dhis2_id(p): summary.median_by_period[p] for p in periods if p in summary.median_by_period
+    }
     sent = set(setup.org_units) - set(run.report.org_units_without_geometry)
     if info.org_units is not None:
         run.report.org_units_dropped_by_chap = sorted(sent - set(info.org_units))
@@ -241,10 +244,3 @@ def await_prediction(
         f"prediction {info.id}: {summary.values:,} values for {len(periods)} periods"
         + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units" if run.report.org_units_dropped_by_chap else "")
     )
-
-
-def _period_sort_key(period_id: str) -> tuple[int, str]:
-    try:
-        return (parse_period(period_id).start.toordinal(), period_id)
-    except ValueError:
-        return (0, period_id)

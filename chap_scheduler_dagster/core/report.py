@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from .errors import Rejection, SchedulerError
-from .periods import parse_period
+from .periods import calendar_order, dhis2_id
 
 Status = Literal["running", "succeeded", "failed", "skipped"]
 
@@ -229,17 +229,10 @@ def _rejection_lines(rejection: Rejection) -> list[str]:
     for feature in sorted(org_units):
         lines.append(
             f"  - `{feature}`: {len(org_units[feature])} org units; periods affected: "
-            f"{_periods(sorted(periods[feature], key=_period_order), 4)} — {'; '.join(sorted(reasons[feature]))}"
+            f"{_periods(sorted({dhis2_id(p) for p in periods[feature]}, key=calendar_order), 4)} — "
+            f"{'; '.join(sorted(reasons[feature]))}"
         )
     return lines
-
-
-def _period_order(period_id: str) -> tuple[int, str]:
-    """Calendar order (``2024W9`` before ``2024W10``); unparsable ids first, by text."""
-    try:
-        return (parse_period(period_id).start.toordinal(), period_id)
-    except ValueError:
-        return (0, period_id)
 
 
 def _periods(items: list[str], limit: int) -> str:
