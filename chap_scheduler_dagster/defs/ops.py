@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..core import prediction_steps as steps
-from ..core.errors import redact_url
+from ..core.errors import SchedulerError, redact_url
 from ..core.prediction_steps import PredictionRun
 from ..core.report import RunReport
 from ..core.run_window import parse_window_request
@@ -50,7 +50,7 @@ def probe_covariates(
         request = parse_window_request(config.end_mode, config.end_date, config.end_period_offset)
         run.report.end_mode = request.end_mode
         if not context.has_partition_key:
-            raise steps.SchedulerError(
+            raise SchedulerError(
                 "the run has no partition", hint="Pick a configured model (partition) in the launchpad."
             )
         with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field
 
 from ..core.chap_client import ChapClient
 from ..core.dhis2_reader import Dhis2Reader
@@ -25,31 +25,23 @@ class Dhis2Resource(dg.ConfigurableResource):
     password: str = Field(default="", description="Password of the DHIS2 user.")
     token: str = Field(default="", description="DHIS2 personal access token (d2pat_…), instead of username/password.")
 
-    _settings: SchedulerSettings | None = PrivateAttr(default=None)
+    def _connection(self, settings: SchedulerSettings | None) -> dict:
+        s = settings or get_settings()
+        return {
+            "username": self.username,
+            "password": self.password,
+            "token": self.token,
+            "timeout_seconds": s.http_timeout_seconds,
+            "get_attempts": s.http_get_attempts,
+        }
 
     def reader(self, settings: SchedulerSettings | None = None) -> Dhis2Reader:
         """A new DHIS2 connection. The caller closes it (use ``with``)."""
-        s = settings or get_settings()
-        return Dhis2Reader(
-            self.base_url,
-            username=self.username,
-            password=self.password,
-            token=self.token,
-            timeout_seconds=s.http_timeout_seconds,
-            get_attempts=s.http_get_attempts,
-        )
+        return Dhis2Reader(self.base_url, **self._connection(settings))
 
     def chap(self, settings: SchedulerSettings | None = None) -> ChapClient:
         """A new chap client over this DHIS2's route. The caller closes it (use ``with``)."""
-        s = settings or get_settings()
-        return ChapClient(
-            self.base_url,
-            username=self.username,
-            password=self.password,
-            token=self.token,
-            timeout_seconds=s.http_timeout_seconds,
-            get_attempts=s.http_get_attempts,
-        )
+        return ChapClient(self.base_url, **self._connection(settings))
 
 
 def dhis2_resource_from_env() -> Dhis2Resource:
