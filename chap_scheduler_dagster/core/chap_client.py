@@ -237,8 +237,16 @@ class ChapClient:
         )
 
     # ---- submission (never retried) ----
-    def submit_prediction(self, setup_id: int, body: bytes | Iterable[bytes], content_length: int | None) -> str:
-        if self._api is ChapApi.LEGACY:
+    def submit_prediction(
+        self,
+        setup_id: int,
+        body: bytes | Iterable[bytes],
+        content_length: int | None,
+        api: ChapApi | None = None,
+    ) -> str:
+        """POST the prediction request once. ``api`` is the generation detected when the setup was
+        loaded (possibly by another client instance); without it, this client's own detection is used."""
+        if (api or self._api) is ChapApi.LEGACY:
             path = "/v1/analytics/make-prediction-with-data-source"
         else:
             path = f"/v1/crud/prediction-setups/{setup_id}/run"

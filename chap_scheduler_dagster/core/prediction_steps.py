@@ -198,7 +198,7 @@ def submit(run: PredictionRun, chap: ChapClient, log: Log = _quiet) -> str:
     if run.body_path is None:
         raise SchedulerError("no request body was prepared by an earlier step")
     try:
-        job_id = chap.submit_prediction(setup.id, iter_body(run.body_path), run.body_bytes)
+        job_id = chap.submit_prediction(setup.id, iter_body(run.body_path), run.body_bytes, api=run.api)
     finally:
         remove_body(run.body_path)
         run.body_path = None
