@@ -61,6 +61,7 @@ def main() -> None:
             "post": marks.get("post"),
             "analytics_rows": meta["analytics_rows"].value if "analytics_rows" in meta else None,
             "error": meta["error"].value if "error" in meta else "",
+            "longest_url": meta["longest_url"].value if "longest_url" in meta else None,
             "rss_end": psutil.Process().memory_info().rss,
             "pid": os.getpid(),
         }), flush=True)

@@ -111,6 +111,7 @@ class RunReport:
             "row_estimate": self.row_estimate,
             "analytics_rows": self.analytics_rows,
             "observations": self.observations,
+            "longest_url": self.longest_url,
             "prediction_values": self.prediction_values,
             "duration_seconds": round(self.duration_seconds, 2),
             "run_id": self.run_id,
