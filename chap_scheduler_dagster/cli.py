@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             result = job.execute_in_process(
                 partition_key=model_id,
                 instance=instance,
-                run_config={"ops": {"probe_covariates": {"config": window}}},
+                run_config={
+                    "ops": {"probe_covariates": {"config": window}},
+                    "loggers": {"console": {"config": {"log_level": "INFO"}}},
+                },
                 raise_on_error=False,
                 tags={"chap_scheduler/trigger": "cli"},
             )

@@ -7,7 +7,9 @@ sensor and schedule of that location reads the same values.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +53,10 @@ class SchedulerSettings(BaseSettings):
 
     def horizon(self, period_type: str) -> int:
         return int(getattr(self, f"horizon_{period_type}", 3))
+
+    def today(self) -> date:
+        """Today in the scheduling time zone: what "offset N periods back" counts from."""
+        return datetime.now(ZoneInfo(self.schedule_timezone)).date()
 
     def quantile_list(self) -> list[float]:
         return [float(q) for q in self.quantiles.split(",") if q.strip()]

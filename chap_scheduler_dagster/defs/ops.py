@@ -1,7 +1,6 @@
 """The four ops of one prediction run. Thin: the work is in ``core.prediction_steps``."""
 
 
-from datetime import date
 from typing import Literal
 
 import dagster as dg
@@ -55,7 +54,7 @@ def probe_covariates(
             )
         with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
             steps.connect(run, reader, chap, log=context.log.info)
-            steps.choose_window(run, request, reader, settings, today=date.today(), log=context.log.info)
+            steps.choose_window(run, request, reader, settings, today=settings.today(), log=context.log.info)
     return run
 
 

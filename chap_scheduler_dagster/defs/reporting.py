@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from ..core.errors import SchedulerError
 from ..core.prediction_body import remove_body
 from ..core.prediction_steps import PredictionRun
 from ..core.report import RunReport
@@ -39,7 +40,12 @@ def report_step(context: dg.OpExecutionContext, run: PredictionRun, step: str) -
     try:
         yield
     except BaseException as exc:
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, dg.DagsterExecutionInterruptedError)):
+            # Terminated from the UI or by run monitoring: say so in the report, let Dagster cancel.
+            if isinstance(exc, dg.DagsterExecutionInterruptedError):
+                run.report.fail(step, SchedulerError("the run was terminated while this step ran"))
+                remove_body(run.body_path)
+                materialize_report(context, run.report)
             raise
         run.report.fail(step, exc)
         remove_body(run.body_path)
