@@ -71,6 +71,10 @@ def _check(stdout: str) -> list[str]:
 
 
 def _ui(env: dict[str, str]) -> int:
+    # Create the instance's tables first: dagster dev starts the webserver and the daemon at
+    # once, and on a fresh SQLite home both may try to create them.
+    subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL)
     process = subprocess.Popen(
         [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", "3000"],
         env=env, cwd=REPO,
