@@ -82,9 +82,10 @@ def _ui(env: dict[str, str]) -> int:
     print("Dagster UI: http://127.0.0.1:3000 (Ctrl-C to stop)")
     try:
         return process.wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C is how the UI is meant to be stopped
         process.send_signal(signal.SIGTERM)
-        return process.wait(timeout=30)
+        process.wait(timeout=30)
+        return 0
 
 
 if __name__ == "__main__":
