@@ -20,8 +20,8 @@ from ..core.report import RunReport
 from ..settings import get_settings
 from .jobs import dhis2_chap_prediction
 from .overview import overview_materialization
-from .reporting import report_materialization
 from .partitions import configured_models_partitions
+from .reporting import report_materialization
 from .resources import Dhis2Resource
 
 TRIGGER_TAG = "chap_scheduler/trigger"
