@@ -386,6 +386,8 @@ def test_further_schedule_with_its_own_window(instance):
     assert run.run_config["ops"]["probe_covariates"]["config"] == {"end_mode": "offset", "end_period_offset": 1}
     with pytest.raises(ValueError, match="end_mode"):
         build_prediction_schedule("typo", "0 7 * * *", {"end_mode": "fixd"})
+    with pytest.raises(ValueError, match="end_date"):  # the cross-field rule, at load time too
+        build_prediction_schedule("no_date", "0 7 * * *", {"end_mode": "fixed"})
     defs = dg.Definitions(jobs=[dhis2_chap_prediction], schedules=[monthly], resources={"dhis2": TEST_DHIS2})
     dg.Definitions.validate_loadable(defs)
 

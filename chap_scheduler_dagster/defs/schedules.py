@@ -17,6 +17,7 @@ from typing import Any
 
 import dagster as dg
 
+from ..core.run_window import parse_window_request
 from ..settings import get_settings
 from .jobs import dhis2_chap_prediction
 from .ops import ProbeCovariatesConfig
@@ -44,6 +45,8 @@ def build_prediction_schedule(
         window = run_window_config.model_dump(exclude_none=True)
     else:
         window = ProbeCovariatesConfig.model_validate(dict(run_window_config or {})).model_dump(exclude_none=True)
+    # The same cross-field rules a run applies (fixed needs end_date, …), at load time.
+    parse_window_request(window.get("end_mode", "calculated"), window.get("end_date"), window.get("end_period_offset"))
     run_config = {"ops": {"probe_covariates": {"config": window}}}
     timezone = execution_timezone or get_settings().schedule_timezone
 
