@@ -32,7 +32,7 @@ class SchedulerError(Exception):
             self.hint = hint
 
 
-class InvalidRunConfig(SchedulerError):
+class InvalidRunConfig(SchedulerError, ValueError):
     """The launch config passed Dagster's type check but is not usable."""
 
     def __init__(self, field_name: str, message: str) -> None:
