@@ -167,7 +167,7 @@ def test_discovery_removes_deleted_models_and_keeps_their_reports(instance, clie
     [overview] = data.asset_events
     assert overview.asset_key == overview_asset_key
     text = overview.metadata["overview"].value
-    assert "| 5 — setup 5 (deleted in chap) | succeeded |" in text and "| 6 | never run |" in text
+    assert "| 5 — setup 5 (deleted in chap) | succeeded |" in text and "| 6 — setup 6 | never run |" in text
     assert clients == {"opened": 1, "closed": 1}
 
 

@@ -13,7 +13,8 @@ every run has a report.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -91,10 +92,13 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
 
 
 def overview_materialization(
-    instance: dg.DagsterInstance, known: Iterable[str] | None = None
+    instance: dg.DagsterInstance, known: Iterable[str] | None = None, names: Mapping[str, str] | None = None
 ) -> dg.AssetMaterialization:
+    """``names`` (chap id -> configured-model name) labels models that have no report yet."""
     settings = get_settings()
     rows = latest_report_rows(instance, known)
+    if names:
+        rows = [replace(r, name=names[r.setup_id]) if not r.name and r.setup_id in names else r for r in rows]
     text = render_overview(
         rows, location=settings.location_name, dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", ""))
     )

@@ -85,7 +85,9 @@ def configured_models_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Re
         requests.append(partitions.build_delete_request(diff.remove))
         context.log.info(f"configured models deleted in chap, partitions removed (report history kept): {diff.remove}")
     # The overview lists new models as "never run" and deleted ones as "deleted in chap" right away.
-    overview = overview_materialization(context.instance, known=[*diff.keep, *diff.add])
+    overview = overview_materialization(
+        context.instance, known=[*diff.keep, *diff.add], names={str(s.id): s.name for s in setups}
+    )
     return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=[overview])
 
 
