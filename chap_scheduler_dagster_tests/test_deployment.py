@@ -134,7 +134,7 @@ def _click_command(argv: list[str]) -> tuple[click.Command, list[str]]:
     scripts = _console_scripts()
     assert argv[0] in scripts, f"{argv[0]!r} is not a console script installed in this environment"
     module_name = scripts[argv[0]].split(":")[0]
-    command = getattr(importlib.import_module(module_name), "cli")
+    command = importlib.import_module(module_name).cli
     rest = list(argv[1:])
     while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
         sub = command.get_command(click.Context(command), rest[0])

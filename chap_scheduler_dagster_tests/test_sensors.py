@@ -436,7 +436,7 @@ def test_overview_after_success_and_failure(instance):
     assert ok.success
     run_status_tick(instance, overview_on_success, ok, dg.DagsterEventType.RUN_SUCCESS)
     text = overview_text(instance)
-    assert f"| 7 — Test district model | succeeded |" in text and f"| 42 | [{ok.run_id[:8]}](/runs/{ok.run_id}) |" in text
+    assert "| 7 — Test district model | succeeded |" in text and f"| 42 | [{ok.run_id[:8]}](/runs/{ok.run_id}) |" in text
     assert "| 8 | never run |" in text
 
     down = execute(instance, "8", FakeDhis2(setup_id=8, dhis2_down=True))
@@ -444,7 +444,7 @@ def test_overview_after_success_and_failure(instance):
     skip = run_status_tick(instance, overview_on_failure, down, dg.DagsterEventType.RUN_FAILURE)
     assert "wrote the missing report" not in skip.skip_message  # the ops wrote their own report
     text = overview_text(instance)
-    assert f"| 8 | **FAILED** |" in text and f"| probe_covariates |  | [{down.run_id[:8]}](/runs/{down.run_id}) |" in text
+    assert "| 8 | **FAILED** |" in text and f"| probe_covariates |  | [{down.run_id[:8]}](/runs/{down.run_id}) |" in text
     assert "could not reach DHIS2" in text
     assert PASSWORD not in text
 
@@ -463,7 +463,7 @@ def test_backstop_writes_the_report_of_a_run_that_could_not(instance):
     assert "DHIS2_PASSWORD" in meta["error"].value and meta["run_id"].value == broken.run_id
     assert "FAILED at `resource initialization`" in meta["report"].value
     text = overview_text(instance)
-    assert f"| 9 | **FAILED** |" in text and f"[{broken.run_id[:8]}](/runs/{broken.run_id})" in text
+    assert "| 9 | **FAILED** |" in text and f"[{broken.run_id[:8]}](/runs/{broken.run_id})" in text
     # A second look at the same run does not write a second report.
     run_status_tick(instance, overview_on_failure, broken, dg.DagsterEventType.RUN_FAILURE)
     assert len(instance.fetch_materializations(report_asset_key, limit=5).records) == 1

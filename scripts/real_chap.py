@@ -426,9 +426,9 @@ def cmd_start(args: argparse.Namespace) -> int:
         api_pid = (old.get("pids") or {}).get("api")
         if api_pid and _owned(api_pid, "uvicorn"):
             try:
-                code, body = http_get_json(old["base_url"] + "/health/ready")
+                code, _ = http_get_json(old["base_url"] + "/health/ready")
             except Exception:  # noqa: BLE001
-                code, body = 0, None
+                code = 0
             if code == 200:
                 if args.port not in (None, old["ports"]["api"]):
                     raise RealChapError(f"already running at {old['base_url']} (not on port {args.port}); "
