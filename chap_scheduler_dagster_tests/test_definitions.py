@@ -15,6 +15,7 @@ def test_definitions_load_and_names_hold(monkeypatch):
     assert isinstance(job.partitions_def, dg.DynamicPartitionsDefinition)
     assert job.partitions_def.name == "chap_configured_models"
     assert job.tags["chap_scheduler/dhis2"] == "default"
+    assert job.tags["dagster/max_runtime"] == "5400"  # 3600 s chap wait + 30 min
     assert {s.key for s in defs.resolve_all_asset_specs()} >= {
         dg.AssetKey("dhis2_chap_prediction_report"), dg.AssetKey("chap_predictions_overview")}
     assert defs.resolve_sensor_def("configured_models_sensor").default_status == dg.DefaultSensorStatus.RUNNING

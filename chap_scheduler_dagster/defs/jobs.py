@@ -8,13 +8,19 @@ from .partitions import configured_models_partitions
 
 # The queued run coordinator limits concurrent runs per value of this tag (dagster.yaml).
 DHIS2_TAG = "chap_scheduler/dhis2"
+MAX_RUNTIME_TAG = "dagster/max_runtime"
 
 
 @dg.job(
     partitions_def=configured_models_partitions,
     # The chain is sequential and I/O-bound: one process per step would only add ~3 s of imports each.
     executor_def=dg.in_process_executor,
-    tags={DHIS2_TAG: get_settings().location_name or "default"},
+    tags={
+        DHIS2_TAG: get_settings().location_name or "default",
+        # Run monitoring fails a run that outlives its longest honest duration (chap's wait plus
+        # 30 min for DHIS2), so a worker that died on a host is not left "started" for the 2 h default.
+        MAX_RUNTIME_TAG: str(int(get_settings().prediction_timeout_seconds) + 1800),
+    },
     description="Run one chap configured model (partition = chap id) from DHIS2 data to a finished prediction.",
 )
 def dhis2_chap_prediction() -> None:
