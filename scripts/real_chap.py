@@ -366,18 +366,7 @@ def _kill_group(pid: int, name: str, grace: float = 5.0) -> None:
 
 
 def _group_has_live_members(pgid: int) -> bool:
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # fields[0]=state, fields[2]=pgrp
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return bool(group_members(pgid))
 
 
 def _owned(pid: int, expect: str) -> bool:
