@@ -194,3 +194,22 @@ def test_unknown_configured_model(instance):
     result, text, _ = run_job(instance, fake)
     assert failed_step(result) == "probe_covariates"
     assert "chap has no configured model with id 7; it has [8]" in text
+
+
+def test_request_body_is_spooled_where_configured_and_removed(instance, monkeypatch, tmp_path):
+    monkeypatch.setenv("CHAP_SCHEDULER_SPOOL_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    seen: list[list[str]] = []
+    fake = FakeDhis2()
+    original = fake._chap
+
+    def spy(request, path):
+        if request.method == "POST":
+            seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        return original(request, path)
+
+    fake._chap = spy
+    result, text, _ = run_job(instance, fake)
+    assert result.success, text
+    assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].startswith("chap-body-7-")
+    assert list(tmp_path.iterdir()) == []  # removed after the POST

@@ -148,7 +148,6 @@ def fetch_data(
     reader: Dhis2Reader,
     settings: SchedulerSettings,
     *,
-    spool_dir: str | None = None,
     log: Log = _quiet,
 ) -> None:
     setup, window = run.require_setup(), run.window
@@ -169,7 +168,7 @@ def fetch_data(
         concurrency=settings.fetch_concurrency,
         row_budget=settings.row_budget,
         max_rows_per_request=settings.max_rows_per_request,
-        spool_dir=spool_dir,
+        spool_dir=settings.spool_dir,
     )
     r = run.report
     r.row_estimate, r.analytics_rows, r.observations = result.row_estimate, result.analytics_rows, result.observations
