@@ -194,6 +194,7 @@ def test_unknown_configured_model(instance):
     result, text, _ = run_job(instance, fake)
     assert failed_step(result) == "probe_covariates"
     assert "chap has no configured model with id 7; it has [8]" in text
+    assert "## chap-core\n\n- **Version:** 2.5.1 (API: prediction-setups)" in text  # reachable, not "NOT REACHABLE"
 
 
 def test_request_body_is_spooled_where_configured_and_removed(instance, monkeypatch, tmp_path):

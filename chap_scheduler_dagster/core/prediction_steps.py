@@ -76,14 +76,14 @@ def connect(run: PredictionRun, reader: Dhis2Reader, chap: ChapClient, log: Log 
     log(f"DHIS2 {info.version} at {report.dhis2_url} (server time {info.server_date})")
     try:
         chap_info = chap.system_info()
-        setup = chap.get_prediction_setup(parse_setup_id(report.setup_id))
     except ChapError as exc:
-        if report.chap_version is None:
-            report.chap_error = str(exc)
+        report.chap_error = str(exc)
         raise
+    report.chap_version = chap_info.chap_core_version
+    try:
+        setup = chap.get_prediction_setup(parse_setup_id(report.setup_id))
     finally:
         report.chap_api = chap.api.value if chap.api else None
-    report.chap_version = chap_info.chap_core_version
     run.setup, run.api = setup, chap.api
     report.setup_name = setup.name
     report.model_name = setup.model_name
