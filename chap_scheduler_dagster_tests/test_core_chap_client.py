@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from chap_scheduler_dagster.core.chap_client import ROUTE_PREFIX, ChapClient
-from chap_scheduler_dagster.core.chap_models import ChapApi, JobDescription, PredictionEntry
+from chap_scheduler_dagster.core.chap_models import ChapApi, JobDescription
 from chap_scheduler_dagster.core.errors import (
     ChapError,
     ChapHttpError,
@@ -565,22 +565,24 @@ def test_prediction_result_fallback_without_result_is_an_error(chap_mock, client
     assert "no prediction id" in info.value.hint
 
 
-def test_prediction_entries_sends_repeated_quantiles(chap_mock, client):
-    route = chap_mock.get("/v1/analytics/prediction-entry/12").respond(
-        json=[
-            {"orgUnit": "OU_A", "period": "2027W01", "quantile": 0.5, "value": 4.0},
-            {"orgUnit": "OU_A", "period": "2027W02", "quantile": 0.9, "value": 9.5},
-        ]
-    )
-    entries = client.prediction_entries(12, [0.1, 0.5, 0.9])
-    params = route.calls.last.request.url.params
-    assert params.get_list("quantiles") == ["0.1", "0.5", "0.9"]
-    assert entries == [
-        PredictionEntry(orgUnit="OU_A", period="2027W01", quantile=0.5, value=4.0),
-        PredictionEntry(orgUnit="OU_A", period="2027W02", quantile=0.9, value=9.5),
-    ]
+def test_summarize_prediction_asks_one_quantile_at_a_time(chap_mock, client):
+    def answer(request):
+        q = request.url.params.get_list("quantiles")
+        assert len(q) == 1, q  # one quantile per request keeps one fifth of the entries in memory
+        value = {"0.1": 1.0, "0.5": 4.0, "0.9": 9.5}[q[0]]
+        return httpx.Response(200, json=[
+            {"orgUnit": ou, "period": p, "quantile": float(q[0]), "value": value}
+            for ou in ("OU_A", "OU_B") for p in ("2027W01", "2027W02")
+        ])
+
+    route = chap_mock.get("/v1/analytics/prediction-entry/12").mock(side_effect=answer)
+    summary = client.summarize_prediction(12, [0.1, 0.5, 0.9])
+    assert [c.request.url.params["quantiles"] for c in route.calls] == ["0.1", "0.5", "0.9"]
+    assert summary.values == 12
+    assert summary.periods == {"2027W01", "2027W02"}
+    assert summary.median_by_period == {"2027W01": 8.0, "2027W02": 8.0}  # medians summed over org units
     # chap pads weekly ids; they parse to DHIS2's unpadded ids
-    assert [parse_period(e.period, PeriodType.WEEK).id for e in entries] == ["2027W1", "2027W2"]
+    assert sorted(parse_period(p, PeriodType.WEEK).id for p in summary.periods) == ["2027W1", "2027W2"]
 
 
 def test_weekly_padded_start_period_from_chap_parses(chap_mock, client):

@@ -139,7 +139,6 @@ def test_fetch_body_end_to_end(fake, tmp_path):
     assert result.org_units_without_geometry == sorted(NO_GEOMETRY)
     assert result.row_estimate == 3 * 60 * 250
     assert result.body_bytes == result.body_path.stat().st_size
-    assert result.data_elements == list(COVARIATES)
 
 
 @pytest.mark.parametrize("concurrency", [2, 3])

@@ -17,7 +17,6 @@ from chap_scheduler_dagster.core.periods import (
     count_periods,
     covering,
     parse_period,
-    parse_period_cached,
     period_range,
     period_type_of,
     periods_back,
@@ -93,8 +92,7 @@ def test_chap_id_equals_id_for_non_weekly_and_two_digit_weeks(text: str) -> None
     assert parse_period(text).chap_id == parse_period(text).id == text
 
 
-def test_parse_is_cached_and_alias() -> None:
-    assert parse_period_cached is parse_period
+def test_parse_is_cached() -> None:
     assert parse_period("2024W3") is parse_period("2024W3")
 
 

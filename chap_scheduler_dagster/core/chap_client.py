@@ -18,7 +18,6 @@ from .chap_models import (
     ChapApi,
     ChapSystemInfo,
     JobDescription,
-    PredictionEntry,
     PredictionInfo,
     PredictionSetup,
     PredictionSummary,
@@ -355,12 +354,6 @@ class ChapClient:
             rows = self._get(f"/v1/analytics/prediction-entry/{prediction_id}", params=[("quantiles", str(quantile))])
             summary.add(rows or [], quantile)
         return summary
-
-    def prediction_entries(self, prediction_id: int, quantiles: list[float]) -> list[PredictionEntry]:
-        rows = self._get(
-            f"/v1/analytics/prediction-entry/{prediction_id}", params=[("quantiles", str(q)) for q in quantiles]
-        )
-        return [PredictionEntry.model_validate(r) for r in rows]
 
 
 class _RetryableTransport(Exception):

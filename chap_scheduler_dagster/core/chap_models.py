@@ -112,20 +112,12 @@ class PredictionInfo(_Wire):
     model_id: str | None = Field(default=None, alias="modelId")
 
 
-class PredictionEntry(_Wire):
-    org_unit: str = Field(alias="orgUnit")
-    period: str
-    quantile: float
-    value: float
-
-
 @dataclass
 class PredictionSummary:
     """What the report says about a prediction's values, built without keeping the entries."""
 
     values: int = 0
     periods: set[str] = field(default_factory=set)
-    org_units: set[str] = field(default_factory=set)
     median_by_period: dict[str, float] = field(default_factory=dict)
 
     def add(self, entries: list[dict], quantile: float) -> None:
@@ -134,6 +126,5 @@ class PredictionSummary:
         for entry in entries:
             period = entry["period"]
             self.periods.add(period)
-            self.org_units.add(entry["orgUnit"])
             if is_median:
                 self.median_by_period[period] = self.median_by_period.get(period, 0.0) + float(entry["value"])

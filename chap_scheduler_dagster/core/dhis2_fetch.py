@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .analytics_requests import AnalyticsBlock, plan_blocks, plan_id_filter_blocks
@@ -36,7 +36,6 @@ class FetchResult:
     analytics_requests: int
     org_unit_requests: int
     longest_url: int
-    data_elements: list[str] = field(default_factory=list)
 
 
 def check_row_budget(setup: PredictionSetup, window: InputWindow, budget: int) -> int:
@@ -121,7 +120,6 @@ def fetch_prediction_body(
         analytics_requests=len(blocks),
         org_unit_requests=len(ou_blocks),
         longest_url=longest,
-        data_elements=data_elements,
     )
 
 

@@ -40,7 +40,6 @@ __all__ = [
     "count_periods",
     "covering",
     "parse_period",
-    "parse_period_cached",
     "period_range",
     "period_type_of",
     "periods_back",
@@ -422,7 +421,6 @@ def parse_period(period_id: str, period_type: PeriodType | None = None) -> Perio
 
 
 #: Alias of :func:`parse_period` (which is already cached).
-parse_period_cached = parse_period
 
 
 _TYPE_ALIASES: dict[str, PeriodType] = {

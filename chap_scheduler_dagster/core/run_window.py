@@ -43,13 +43,6 @@ class WindowRequest:
     end_date: date | None = None
     end_period_offset: int | None = None
 
-    def describe(self) -> str:
-        if self.end_mode == "fixed":
-            return f"fixed: the period covering {self.end_date}"
-        if self.end_mode == "offset":
-            return f"offset: {self.end_period_offset} period(s) back from today"
-        return "calculated: freshest period with data for every covariate"
-
 
 def parse_window_request(end_mode: str, end_date: str | None, end_period_offset: int | None) -> WindowRequest:
     """Check the run-window config; every error names the field. No I/O."""
