@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from . import preflight_cli
 from .core.errors import SchedulerError
 from .settings import get_settings
 
@@ -24,6 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chap-scheduler-run",
         description="Run chap configured models (by chap id) through the dhis2_chap_prediction job.",
+        epilog="Other commands: 'chap-scheduler-run check [ids] [--json]' (preflight), 'chap-scheduler-run info', "
+        "'chap-scheduler-run --version'.",
     )
     p.add_argument("model_ids", nargs="*", help="chap configured-model ids (partition keys), e.g. 3")
     p.add_argument("--all", action="store_true", help="run every configured model chap lists")
@@ -35,6 +38,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Subcommands, one line each; the implementation lives in its own module.
+    subcommands = {
+        "check": preflight_cli.check_main,
+        "info": preflight_cli.info_main,
+        "--version": preflight_cli.version_main,
+    }
+    if argv and argv[0] in subcommands:
+        return subcommands[argv[0]](argv[1:])
     args = _parser().parse_args(argv)
     if not args.all and not args.model_ids:
         _parser().error("name one or more configured-model ids, or --all")

@@ -5,6 +5,7 @@ import warnings
 import dagster as dg
 
 from .defs.assets import dhis2_chap_prediction_report
+from .defs.health import chap_scheduler_health, check_connections
 from .defs.jobs import dhis2_chap_prediction
 from .defs.overview import chap_predictions_overview, overview_sensors
 from .defs.resources import dhis2_resource_from_env
@@ -21,8 +22,8 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # and add it to ``schedules`` below.
 
 defs = dg.Definitions(
-    assets=[dhis2_chap_prediction_report, chap_predictions_overview],
-    jobs=[dhis2_chap_prediction],
+    assets=[dhis2_chap_prediction_report, chap_predictions_overview, chap_scheduler_health],
+    jobs=[dhis2_chap_prediction, check_connections],
     schedules=[dhis2_chap_prediction_schedule],
     sensors=[*chap_sensors, *overview_sensors],
     resources={"dhis2": dhis2_resource_from_env()},

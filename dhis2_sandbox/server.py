@@ -337,7 +337,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"pong", "text/plain")
         elif parts == ["me"]:
             self._send_json(200, {"id": "M5zQapPyTZI", "username": sb.config.username, "name": "Sandbox Admin",
-                                  "displayName": "Sandbox Admin", "organisationUnits": [{"id": ROOT_OU}]})
+                                  "displayName": "Sandbox Admin", "organisationUnits": [{"id": ROOT_OU}],
+                                  "authorities": list(sb.user_authorities)})
         elif parts == ["analytics"] or parts == ["analytics.json"]:
             try:
                 resp = analytics.build(sb.world, query, sb.world.today if sb.config.today else utc_today())
@@ -439,6 +440,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _routes(self, rest: list[str], query, body: bytes, raw_query: str) -> None:
         sb = self.server.sandbox
         route = sb.route_object()
+        if not sb.route_present:  # an administrator has not created the route (yet)
+            if not rest:
+                self._collection("routes", [], [], query, "Route")
+            else:
+                self._send_json(404, web_message(404, "Not Found", f"Route {rest[0]} not found"))
+            return
         if not rest:
             if self.command != "GET":
                 self._send_json(405, web_message(405, "Method Not Allowed", "Method not allowed"))
@@ -459,6 +466,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if rest[1] != "run":
             self._send_json(404, web_message(404, "Not Found", f"No endpoint for /api/routes/{'/'.join(rest)}"))
+            return
+        if not sb.may_run_route():
+            self._send_json(403, web_message(403, "Forbidden", "User does not have access to route"))
             return
         if sb.faults.route_down:
             self._send_json(502, web_message(502, "Bad Gateway", "Bad Gateway"))
@@ -574,6 +584,11 @@ class Sandbox:
         self._thread: threading.Thread | None = None
         self._http = None
         self.system_id = "a1b2c3d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
+        # Preflight knobs: the user's authorities (/api/me), whether the route 'chap' exists, and
+        # the authorities it demands (any one of them lets a user run it; empty = everyone).
+        self.user_authorities: list[str] = ["ALL"]
+        self.route_present = True
+        self.route_authorities: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Sandbox":
@@ -653,7 +668,17 @@ class Sandbox:
     def route_object(self) -> dict:
         url = (self.config.chap_url.rstrip("/") if self.config.chap_url else f"{self.base_url}/__sandbox/chap")
         return {"id": ROUTE_ID, "code": ROUTE_CODE, "name": "chap", "displayName": "chap",
-                "url": f"{url}/**", "disabled": False, "responseTimeoutSeconds": 60}
+                "url": f"{url}/**", "disabled": False, "responseTimeoutSeconds": 60,
+                "authorities": list(self.route_authorities)}
+
+    def may_run_route(self) -> bool:
+        need = set(self.route_authorities)
+        return not need or "ALL" in self.user_authorities or bool(need & set(self.user_authorities))
+
+    def make_stale(self, data_element_id: str, periods: int) -> None:
+        """Stop a data element's values ``periods`` native periods before its usual last one (a lagging feed)."""
+        de = self.world.data_elements[data_element_id]
+        de.last -= periods
 
     def forward(self, method: str, sub: str, raw_query: str, body: bytes, headers) -> tuple[int, bytes, str]:
         import httpx

@@ -48,6 +48,7 @@ def render_overview(
     updated += f": {summary}" if summary else ""
     updated += f"; {deleted} deleted in chap (history kept)" if deleted else ""
     lines.append(updated + ".")
+    lines.append(f"Preflight: [chap_scheduler_health](/assets/{location + '/' if location else ''}chap_scheduler_health) (job `check_connections`, or `chap-scheduler-run check`).")
     lines.append("")
     if not rows:
         lines.append("No configured model is known yet. The discovery sensor adds chap's configured models.")
