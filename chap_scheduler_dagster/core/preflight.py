@@ -226,6 +226,8 @@ def check_settings(
         if problems:
             checks.append(Check("settings", ERROR, "; ".join(problems),
                                 "Use an IANA time zone name such as UTC or Africa/Freetown."))
+            # Already reported; the remaining checks count "today" in UTC rather than crash.
+            settings = settings.model_copy(update={"schedule_timezone": "UTC"})
         else:
             checks.append(Check("settings", OK, f"CHAP_SCHEDULER_* settings parse; set: {_names(names)}"))
     except ValidationError as exc:
