@@ -114,16 +114,18 @@ def resolved_settings(environ: dict[str, str] | os._Environ, dotenv: dict[str, s
             value, source = dotenv[env_name] or "", ".env (not read by this command or EnvVar; export it)"
         else:
             value, source = "", "unset"
-        rows.append((env_name, _shown(env_name, value) if value else "", source))
+        rows.append((env_name, _shown(env_name, value), source))
     return rows
 
 
 def _shown(name: str, value: object) -> str:
     if is_secret_name(name):
         return "set" if value not in (None, "") else "unset"
+    if value in (None, ""):
+        return "-"
     if name == "DHIS2_BASE_URL":
         return redact_url(str(value))
-    return "" if value is None else str(value)
+    return str(value)
 
 
 def info_main(argv: list[str]) -> int:
