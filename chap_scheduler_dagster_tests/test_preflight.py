@@ -424,6 +424,15 @@ def test_check_text_is_ascii_when_not_a_terminal_and_marks_on_one(env, sandbox, 
     assert "✗ route chap: DHIS2 has no route with code 'chap'" in text and "✓ DHIS2 credentials" in text
 
 
+def test_ascii_output_transliterates_what_dhis2_or_chap_said():
+    from chap_scheduler_dagster.core.preflight import Check
+
+    result = Preflight(checks=[Check("chap-core", ERROR, "chap said: Région “Bo” — 3 × 4…", "fix → it")])
+    text = render_text(result, unicode=False)
+    assert text.isascii()
+    assert "FAIL chap-core: chap said: R?gion \"Bo\" - 3 x 4..." in text and "fix: fix -> it" in text
+
+
 def test_info_shows_every_setting_with_its_source_and_secrets_as_set(env, sandbox, capsys, tmp_path):
     env.setenv("CHAP_SCHEDULER_PERIOD_CAP", "100")
     (tmp_path / ".env").write_text("CHAP_SCHEDULER_ROW_BUDGET=123456\nDHIS2_TOKEN=" + TOKEN + "\n")

@@ -1,6 +1,6 @@
 """Quickstart against the embedded DHIS2 sandbox (run by scripts/quickstart.sh).
 
-``run``: start the sandbox, run every configured model it lists through the real job on
+``run``: start the sandbox, check it (``chap-scheduler-run check``), run every configured model it lists through the real job on
 the local Dagster instance in ``.dagster_home/`` (SQLite), print each outcome, stop.
 ``ui``: start the sandbox and ``dagster dev``; the discovery sensor lists the sandbox's
 configured models as partitions within seconds. Ctrl-C stops both.
@@ -44,6 +44,12 @@ def main(mode: str) -> int:
         if mode == "ui":
             return _ui(env)
         started = time.monotonic()
+        # Before anything runs: the operator's preflight, as against a real DHIS2 (model 1 only, to stay short).
+        check = subprocess.run([str(BIN / "chap-scheduler-run"), "check", "1"], env=env, cwd=REPO,
+                               capture_output=True, text=True)
+        print(check.stdout)
+        if check.returncode not in (0, 1):
+            print(check.stderr[-3000:], file=sys.stderr)
         reports = HOME / "reports"
         answer = subprocess.run(
             [str(BIN / "chap-scheduler-run"), "--all", "--report-dir", str(reports)],
@@ -56,7 +62,7 @@ def main(mode: str) -> int:
         mismatches = _check(answer.stdout)
         print(f"\nDone in {time.monotonic() - started:.1f} s. Reports: {reports}/<id>.md, and in the UI "
               f"(scripts/quickstart.sh ui) under Assets > dhis2_chap_prediction_report > Partitions.")
-        return 1 if mismatches else 0
+        return 1 if mismatches or check.returncode else 0
 
 
 def _check(stdout: str) -> list[str]:

@@ -154,7 +154,16 @@ def render_text(preflight: Preflight, *, unicode: bool) -> str:
         f"{preflight.status_word.upper()} {dash} {preflight.count(OK)} ok, {preflight.count(WARNING)} warnings, "
         f"{preflight.count(ERROR)} failed, in {preflight.duration_seconds:.1f} s"
     )
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    return text if unicode else _ascii(text)
+
+
+_ASCII = str.maketrans({"…": "...", "—": "-", "–": "-", "×": "x", "→": "->", "‘": "'", "’": "'", "“": '"', "”": '"'})
+
+
+def _ascii(text: str) -> str:
+    """Plain ASCII for logs, pipes and old consoles; messages quoted from DHIS2 or chap may carry anything."""
+    return text.translate(_ASCII).encode("ascii", "replace").decode("ascii")
 
 
 def render_markdown(preflight: Preflight) -> str:
@@ -338,7 +347,7 @@ def check_dhis2(
     authorities = sorted(str(a) for a in (me.get("authorities") or []))
     shown = "ALL (superuser)" if "ALL" in authorities else f"{len(authorities)} authorities"
     if authorities and "ALL" not in authorities:
-        shown += ": " + ", ".join(authorities[:8]) + (", …" if len(authorities) > 8 else "")
+        shown += ": " + ", ".join(authorities[:8]) + (", ..." if len(authorities) > 8 else "")
     name = me.get("displayName") or me.get("name") or ""
     checks.append(
         Check("DHIS2 credentials", OK,
@@ -542,7 +551,7 @@ def check_window(setup: PredictionSetup, settings: SchedulerSettings, probed: Pr
     estimate = row_estimate(elements, periods, units)
     finding = (
         f"calculated window {window.start.id}..{window.end.id} ({periods} {setup.period_type} periods, cap "
-        f"{settings.period_cap}); about {estimate:,} analytics rows ({elements} × {periods} × {units:,}) "
+        f"{settings.period_cap}); about {estimate:,} analytics rows ({elements} x {periods} x {units:,}) "
         f"of the budget {settings.row_budget:,}"
     )
     if estimate > settings.row_budget:
