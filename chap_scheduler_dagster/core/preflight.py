@@ -151,11 +151,15 @@ def render_text(preflight: Preflight, *, unicode: bool) -> str:
             lines.append(f"{'  ' if unicode else '     '}fix: {c.fix}")
     dash = "—" if unicode else "-"
     lines.append(
-        f"{preflight.status_word.upper()} {dash} {preflight.count(OK)} ok, {preflight.count(WARNING)} warnings, "
+        f"{preflight.status_word.upper()} {dash} {preflight.count(OK)} ok, {_plural(preflight.count(WARNING), 'warning')}, "
         f"{preflight.count(ERROR)} failed, in {preflight.duration_seconds:.1f} s"
     )
     text = "\n".join(lines)
     return text if unicode else _ascii(text)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 _ASCII = str.maketrans({"…": "...", "—": "-", "–": "-", "×": "x", "→": "->", "‘": "'", "’": "'", "“": '"', "”": '"'})
