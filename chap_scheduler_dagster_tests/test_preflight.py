@@ -239,7 +239,7 @@ def test_route_missing(env, sandbox):
     result = preflight()
     checks = by_name(result)
     assert checks["route chap"].status == ERROR
-    assert checks["route chap"].finding == "DHIS2 has no route with code 'chap'"
+    assert checks["route chap"].finding == "DHIS2 has no route with code 'chap' (none this user can see)"
     assert "'/**'" in checks["route chap"].fix
     assert checks["chap-core"].status == ERROR and "no usable route 'chap'" in checks["chap-core"].finding
     assert not any(name.startswith("model ") for name in checks)

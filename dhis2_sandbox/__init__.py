@@ -25,6 +25,10 @@ no credentials -> 302 to ``/dhis-web-login/``, wrong ones -> 401 WebMessage):
 * control (no auth): ``GET|POST /__sandbox/faults``, ``POST /__sandbox/reset``,
   ``GET|POST /__sandbox/chap-setups``, ``DELETE /__sandbox/chap-setups/{id}``, ``GET /__sandbox/world``
 
+Preflight knobs (attributes of ``Sandbox``): ``user_authorities`` (``/api/me``, default ``["ALL"]``),
+``route_present`` (False: no route ``chap``), ``route_authorities`` (a user holding none of them gets 403
+running the route), and ``make_stale(data_element_id, periods)`` (its values stop that many periods earlier).
+
 Extra ``SandboxConfig`` knobs: ``today`` (pin the world's "today"), ``max_url_length`` (answer 414 past a
 proxy-like URL limit), ``weekly_setup_weeks`` (how far back weekly setup 2 starts).
 

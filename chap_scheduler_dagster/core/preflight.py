@@ -380,9 +380,9 @@ def check_route(reader: Dhis2Reader, authorities: Sequence[str]) -> Check:
     route = next((r for r in routes if r.get("code") == ROUTE_CODE), None)
     elapsed = time.perf_counter() - started
     if route is None:
-        return Check("route chap", ERROR, "DHIS2 has no route with code 'chap'",
+        return Check("route chap", ERROR, "DHIS2 has no route with code 'chap' (none this user can see)",
                      "Create a DHIS2 route with code 'chap' whose URL points at chap-core and ends in '/**' "
-                     "(POST /api/routes, or the Route Manager app).", seconds=elapsed)
+                     "(POST /api/routes, or the Route Manager app), and share it with this user.", seconds=elapsed)
     target = redact_url(str(route.get("url", "")))
     if route.get("disabled"):
         return Check("route chap", ERROR, f"the route 'chap' ({target}) is disabled",
