@@ -269,6 +269,25 @@ def test_chap_core_down_behind_the_route(env, sandbox):
     assert checks["chap-core"].status == ERROR and "did not answer" in checks["chap-core"].finding
 
 
+def test_chap_core_health_not_ready_and_older_builds_without_readiness():
+    import respx
+
+    from chap_scheduler_dagster.core.dhis2_reader import Dhis2Reader
+    from chap_scheduler_dagster.core.preflight import check_chap_health
+
+    base = "http://dhis2.test"
+    with respx.mock(assert_all_called=False) as mock, Dhis2Reader(base, username="u", password="p",
+                                                                    get_attempts=1) as reader:
+        ready = mock.get(f"{base}/api/routes/chap/run/health/ready")
+        ready.respond(503, json={"status": "unhealthy", "checks": {"db": "ok", "celery": "error: no workers responded"}})
+        check = check_chap_health(reader)
+        assert check.status == ERROR and "not ready" in check.finding and "HTTP 503" in check.finding
+        ready.respond(404, json={"detail": "Not Found"})
+        mock.get(f"{base}/api/routes/chap/run/health").respond(200, json={"status": "success", "message": "healthy"})
+        check = check_chap_health(reader)
+        assert check.status == OK and check.finding == "/health: success"
+
+
 # ---- per configured model -----------------------------------------------------------------------------
 
 

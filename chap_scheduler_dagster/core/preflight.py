@@ -434,9 +434,11 @@ def check_chap_health(reader: Dhis2Reader) -> Check:
             status = getattr(exc, "status_code", None)
             if status == 404 and path.endswith("/ready"):
                 continue
-            return Check("chap-core health", WARNING if status == 503 else ERROR, f"{path[len('/api/routes/chap/run'):]}: {exc}",
-                         "Check chap-core's database, Redis and worker (docker compose ps in chap-core).",
-                         seconds=time.perf_counter() - started)
+            # 503 on /health/ready: a database, Redis or worker is down, so predictions would not run.
+            finding = f"chap-core is not ready: {exc}" if status == 503 else str(exc)
+            return Check("chap-core health", ERROR, finding,
+                         "Check chap-core's database, Redis and Celery worker (docker compose ps in chap-core) "
+                         "and its log.", seconds=time.perf_counter() - started)
         checks = answer.get("checks") if isinstance(answer, dict) else None
         detail = ", ".join(f"{k} {v}" for k, v in checks.items()) if isinstance(checks, dict) else ""
         status_text = answer.get("status", "?") if isinstance(answer, dict) else str(answer)[:40]
