@@ -225,6 +225,26 @@ def test_login_page(env, sandbox):
     assert "login page" in checks["DHIS2 credentials"].finding
 
 
+def test_clock_skew_warns(env, sandbox, monkeypatch):
+    from datetime import datetime, timedelta
+
+    info = sandbox.system_info()
+    ahead = datetime.fromisoformat(info["serverDate"]) + timedelta(hours=1)
+    monkeypatch.setattr(sandbox, "system_info", lambda: info | {"serverDate": ahead.isoformat(timespec="milliseconds")})
+    check = by_name(preflight("4"))["DHIS2"]
+    assert check.status == WARNING and "clock skew +3600 s" in check.finding and "NTP" in check.fix
+
+
+def test_dhis2_variables_only_in_dotenv_are_named(env, sandbox, tmp_path):
+    env.delenv("DHIS2_PASSWORD")
+    (tmp_path / ".env").write_text(f"DHIS2_PASSWORD={PASSWORD}\n")
+    result = run_preflight(os.environ, open_reader=open_reader, open_chap=open_chap, model_ids=["4"],
+                           dotenv={"DHIS2_PASSWORD": PASSWORD})
+    check = by_name(result)["DHIS2 environment"]
+    assert check.status == ERROR and "DHIS2_PASSWORD are in .env only: export them" in check.fix
+    assert PASSWORD not in check.finding + check.fix
+
+
 def test_user_authorities_are_listed(env, sandbox):
     sandbox.user_authorities = ["F_VIEW_EVENT_ANALYTICS", "M_dhis-web-maintenance"]
     finding = by_name(preflight("1"))["DHIS2 credentials"].finding
@@ -260,6 +280,13 @@ def test_route_the_user_may_run_through_an_authority(env, sandbox):
     checks = by_name(preflight("1"))
     assert checks["route chap"].status == OK and "the user may run it" in checks["route chap"].finding
     assert checks["chap-core"].status == OK
+
+
+def test_a_short_route_timeout_warns(env, sandbox, monkeypatch):
+    route = sandbox.route_object()
+    monkeypatch.setattr(sandbox, "route_object", lambda: route | {"responseTimeoutSeconds": 5})
+    check = by_name(preflight("4"))["route chap"]
+    assert check.status == WARNING and "response timeout 5 s" in check.finding and "30" in check.fix
 
 
 def test_chap_core_down_behind_the_route(env, sandbox):
