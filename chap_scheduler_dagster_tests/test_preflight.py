@@ -308,7 +308,8 @@ def test_chap_core_health_not_ready_and_older_builds_without_readiness():
         ready = mock.get(f"{base}/api/routes/chap/run/health/ready")
         ready.respond(503, json={"status": "unhealthy", "checks": {"db": "ok", "celery": "error: no workers responded"}})
         check = check_chap_health(reader)
-        assert check.status == ERROR and "not ready" in check.finding and "HTTP 503" in check.finding
+        assert check.status == ERROR and check.finding == (
+            "chap-core is not ready: HTTP 503 on /health/ready: db ok, celery error: no workers responded")
         ready.respond(404, json={"detail": "Not Found"})
         mock.get(f"{base}/api/routes/chap/run/health").respond(200, json={"status": "success", "message": "healthy"})
         check = check_chap_health(reader)

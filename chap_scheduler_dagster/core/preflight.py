@@ -416,7 +416,7 @@ def check_chap(reader: Dhis2Reader, chap: ChapClient) -> tuple[list[Check], list
         return checks, None
     api = chap.api.value if chap.api else "unknown"
     checks.append(Check("chap-core", OK, f"chap-core {info.chap_core_version} through the route (API: {api}); "
-                        f"{len(setups)} configured models", seconds=time.perf_counter() - started))
+                        f"{_plural(len(setups), 'configured model')}", seconds=time.perf_counter() - started))
     checks.append(check_chap_health(reader))
     if not setups:
         checks.append(Check("configured models", ERROR, "chap has no configured models",
@@ -435,7 +435,7 @@ def check_chap_health(reader: Dhis2Reader) -> Check:
             if status == 404 and path.endswith("/ready"):
                 continue
             # 503 on /health/ready: a database, Redis or worker is down, so predictions would not run.
-            finding = f"chap-core is not ready: {exc}" if status == 503 else str(exc)
+            finding = f"chap-core is not ready: {_health_detail(exc) or exc}" if status == 503 else str(exc)
             return Check("chap-core health", ERROR, finding,
                          "Check chap-core's database, Redis and Celery worker (docker compose ps in chap-core) "
                          "and its log.", seconds=time.perf_counter() - started)
@@ -445,6 +445,15 @@ def check_chap_health(reader: Dhis2Reader) -> Check:
         finding = f"{path.rsplit('/run', 1)[1]}: {status_text}" + (f" ({detail})" if detail else "")
         return Check("chap-core health", OK, finding, seconds=time.perf_counter() - started)
     return Check("chap-core health", WARNING, "no health endpoint answered", "", seconds=time.perf_counter() - started)
+
+
+def _health_detail(exc: BaseException) -> str:
+    """chap's own words for what is down ({"checks": {"celery": "error: ..."}}), when the reader kept them."""
+    payload = getattr(exc.__context__, "payload", None)  # the dhis2-client error the reader translated
+    checks = payload.get("checks") if isinstance(payload, dict) else None
+    if not isinstance(checks, dict):
+        return ""
+    return "HTTP 503 on /health/ready: " + ", ".join(f"{k} {v}" for k, v in checks.items())
 
 
 # ---- per configured model -------------------------------------------------------------------
