@@ -106,7 +106,8 @@ def resolved_settings(environ: dict[str, str] | os._Environ, dotenv: dict[str, s
         else:
             source = "default"
         value = values.get(name, info.default) if values else "(invalid: see chap-scheduler-run check)"
-        rows.append((env_name, _shown(env_name, value), source))
+        secret = "SecretStr" in str(info.annotation)
+        rows.append((env_name, ("set" if value else "unset") if secret else _shown(env_name, value), source))
     for env_name in DHIS2_VARIABLES + OTHER_VARIABLES:
         if environ.get(env_name):
             value, source = environ[env_name], "env"

@@ -55,7 +55,7 @@ SCHEMA_VERSION = 1
 ENV_PREFIXES = ("DHIS2_", "CHAP_SCHEDULER_")
 # Names whose values are never shown: DHIS2 credentials and anything that looks like one
 # (webhook URLs carry tokens, SMTP passwords, ...), whoever adds the setting.
-_SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET|WEBHOOK|API_KEY|CREDENTIAL", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"PASS|TOKEN|SECRET|WEBHOOK|API_KEY|CREDENTIAL|PRIVATE_KEY", re.IGNORECASE)
 NUMERIC_VALUE_TYPES = frozenset(
     {
         "NUMBER",
