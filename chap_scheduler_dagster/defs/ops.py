@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..core import prediction_steps as steps
+from ..core.chap_alerts import collect_alerts
 from ..core.errors import SchedulerError, redact_url
 from ..core.prediction_steps import PredictionRun
 from ..core.report import RunReport
@@ -79,5 +80,7 @@ def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: 
     settings = get_settings()
     with report_step(context, run, "await_prediction"), dhis2.chap(settings) as chap:
         steps.await_prediction(run, chap, settings, log=context.log.info)
+        with dhis2.reader(settings) as reader:
+            collect_alerts(run, chap, reader, log=context.log.info)  # never raises: a note at worst
     run.report.succeed()
     materialize_report(context, run.report)
