@@ -74,7 +74,8 @@ class TeamsChannel:
     name: str = "teams"
 
     def send(self, notification: Notification) -> str:
-        from dagster_msteams import AdaptiveCard, MSTeamsResource
+        from dagster_msteams import MSTeamsResource
+        from dagster_msteams.adaptive_card import AdaptiveCard
 
         card = AdaptiveCard()
         card.add_attachment(text_message=f"**{notification.title}**")
