@@ -6,6 +6,7 @@ import dagster as dg
 
 from .defs.assets import dhis2_chap_prediction_report
 from .defs.jobs import dhis2_chap_prediction
+from .defs.notifications import notification_sensors
 from .defs.overview import chap_predictions_overview, overview_sensors
 from .defs.resources import dhis2_resource_from_env
 from .defs.schedules import dhis2_chap_prediction_schedule
@@ -24,6 +25,6 @@ defs = dg.Definitions(
     assets=[dhis2_chap_prediction_report, chap_predictions_overview],
     jobs=[dhis2_chap_prediction],
     schedules=[dhis2_chap_prediction_schedule],
-    sensors=[*chap_sensors, *overview_sensors],
+    sensors=[*chap_sensors, *overview_sensors, *notification_sensors],
     resources={"dhis2": dhis2_resource_from_env()},
 )

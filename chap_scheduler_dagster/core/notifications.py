@@ -265,7 +265,9 @@ class NotifyState(BaseModel):
 
     version: int = 1
     watermark: float | None = None
-    runs_at_watermark: list[str] = Field(default_factory=list)
+    # Runs handled at or just before the watermark: run storage keeps whole seconds, so the next
+    # query looks back a little and skips these.
+    handled_runs: list[str] = Field(default_factory=list)
     models: dict[str, ModelState] = Field(default_factory=dict)
     announced_predictions: list[int] = Field(default_factory=list)
     unreachable: dict[str, bool] = Field(default_factory=dict)
