@@ -35,6 +35,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["notify-test"]:
+        from .notify_cli import main as notify_test
+        return notify_test(argv[1:])
     args = _parser().parse_args(argv)
     if not args.all and not args.model_ids:
         _parser().error("name one or more configured-model ids, or --all")

@@ -277,3 +277,32 @@ def test_mute_by_kind_or_model(monkeypatch):
     assert settings.muted(Notification(kind="failed", severity="error", location="x", what="w", fix="f", model_id="7"))
     assert not settings.muted(_failure())
     assert json.dumps(_failure().envelope())  # serializable as is
+
+
+# ---- chap-scheduler-run notify-test -------------------------------------------------------------------
+
+
+def test_notify_test_cli_sends_to_each_channel_and_says_what_it_answered(http_receiver, monkeypatch, capsys):
+    from chap_scheduler_dagster.cli import main
+
+    for name in ("SLACK_TOKEN", "TEAMS_WEBHOOK_URL", "SMTP_HOST"):
+        monkeypatch.delenv(f"CHAP_SCHEDULER_{name}", raising=False)
+    monkeypatch.setenv("DHIS2_BASE_URL", "https://dhis2.example.org")
+    monkeypatch.setenv("CHAP_SCHEDULER_NOTIFY_WEBHOOK_URL", http_receiver.url + "/hook")
+    monkeypatch.setenv("CHAP_SCHEDULER_TEAMS_WEBHOOK_URL", http_receiver.url + "/teams")
+    assert main(["notify-test"]) == 0
+    out = capsys.readouterr().out
+    assert "OK     webhook: test sent — HTTP 200" in out and "OK     teams: test sent — accepted" in out
+    assert [r.path for r in http_receiver.received] == ["/hook", "/teams"]
+    assert http_receiver.received[0].json()["kind"] == "test"
+
+    assert main(["notify-test", "--channel", "webhook"]) == 0
+    assert http_receiver.paths()[-1] == "/hook" and len(http_receiver.received) == 3
+
+    http_receiver.fail_next = [500, 500, 500]
+    monkeypatch.setenv("CHAP_SCHEDULER_NOTIFY_ATTEMPTS", "3")
+    assert main(["notify-test", "--channel", "webhook"]) == 1
+    assert "FAILED webhook: test NOT sent after 3 attempts — HTTP 500" in capsys.readouterr().out
+
+    assert main(["notify-test", "--channel", "email"]) == 2
+    assert "no notification channel configured for email" in capsys.readouterr().out
