@@ -42,7 +42,7 @@ def _finish(instance, key: str, ok: bool, **meta) -> str:
     run_id = str(uuid.uuid4())
     status = dg.DagsterRunStatus.SUCCESS if ok else dg.DagsterRunStatus.FAILURE
     instance.add_run(DagsterRun(job_name="dhis2_chap_prediction", run_id=run_id, status=status,
-                                tags={"dagster/partition": key}))
+                                tags={"dagster/partition": key, "chap_scheduler/dhis2": "default"}))
     metadata = {"status": "succeeded" if ok else "failed", "run_id": run_id, "configured_model": "ewars monthly",
                 "period_type": "month", "failed_step": "" if ok else "probe_covariates",
                 "error": "" if ok else f"DHIS2 said no (password {PASSWORD})",
@@ -112,6 +112,17 @@ def test_first_tick_with_history_reports_only_the_current_state(env, receiver):
         _tick(instance, None)
         bodies = [r.json() for r in receiver.received]
         assert [(b["kind"], b["model"]["id"]) for b in bodies] == [("failed", "2")]
+
+
+def test_runs_of_another_dhis2_on_the_same_instance_are_not_ours(env, receiver):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(configured_models_partitions.name, ["3"])
+        cursor, _ = _tick(instance, None)
+        instance.add_run(DagsterRun(job_name="dhis2_chap_prediction", run_id=str(uuid.uuid4()),
+                                    status=dg.DagsterRunStatus.FAILURE,
+                                    tags={"dagster/partition": "3", "chap_scheduler/dhis2": "sierra_leone"}))
+        _tick(instance, cursor)
+    assert receiver.received == []
 
 
 def test_muted_kind_is_not_sent(env, receiver, monkeypatch):

@@ -36,7 +36,7 @@ from ..core.notifications import (
 from ..core.notify_channels import all_secrets, configured_channels, deliver
 from ..settings import get_settings
 from .assets import report_asset_key
-from .jobs import dhis2_chap_prediction
+from .jobs import DHIS2_TAG, dhis2_chap_prediction
 from .overview import PARTITION_TAG, _failure_facts, _value
 from .partitions import configured_models_partitions
 
@@ -103,8 +103,10 @@ def run_outcome(instance: dg.DagsterInstance, record) -> RunOutcome | None:
 def _new_runs(instance: dg.DagsterInstance, state: NotifyState) -> list:
     """Finished runs not handled yet, oldest first. The first tick takes each model's latest runs only."""
     job = dhis2_chap_prediction.name
+    # Several DHIS2s may share one instance (one code location each): only this location's runs.
+    tags = {DHIS2_TAG: get_settings().location_name or "default"}
     if state.watermark is None:
-        records = instance.get_run_records(dg.RunsFilter(job_name=job, statuses=FINISHED), limit=500)
+        records = instance.get_run_records(dg.RunsFilter(job_name=job, statuses=FINISHED, tags=tags), limit=500)
         latest: dict[str, list] = {}
         for record in records:  # newest first: keep the latest run, and the latest success before it
             key = record.dagster_run.tags.get(PARTITION_TAG)
@@ -119,7 +121,7 @@ def _new_runs(instance: dg.DagsterInstance, state: NotifyState) -> list:
         return [r for r in reversed(records) if id(r) in chosen]
     after = datetime.fromtimestamp(state.watermark - LOOK_BACK_SECONDS, UTC)
     records = instance.get_run_records(
-        dg.RunsFilter(job_name=job, statuses=FINISHED, updated_after=after),
+        dg.RunsFilter(job_name=job, statuses=FINISHED, updated_after=after, tags=tags),
         limit=MAX_RUNS_PER_TICK, order_by="update_timestamp", ascending=True,
     )
     fresh = [r for r in records if r.dagster_run.run_id not in state.handled_runs]
