@@ -33,10 +33,13 @@ def world(tmp_path_factory):
             "CHAP_SCHEDULER_NOTIFY_WEBHOOK_URL": receiver.url + "/hook",
             "CHAP_SCHEDULER_NOTIFY_INTERVAL_SECONDS": str(TICK_SECONDS),
             "CHAP_SCHEDULER_DAGSTER_URL": "http://dagster.example.org",
+            # The outage test: the discovery sensor at its shortest interval, told after one bad tick.
+            "CHAP_SCHEDULER_DISCOVERY_INTERVAL_SECONDS": "30",
+            "CHAP_SCHEDULER_NOTIFY_UNREACHABLE_TICKS": "1",
         })
         try:
             stack.start()
-            yield stack, receiver
+            yield stack, receiver, sandbox
         finally:
             stack.stop()
             drop_database(database)
@@ -53,7 +56,7 @@ def _wait_for(predicate, timeout, stack):
 
 
 def test_fail_fail_fail_recover_sends_exactly_two_messages(world):
-    stack, receiver = world
+    stack, receiver, _ = world
     answer = stack.graphql(
         """mutation Add($sel: RepositorySelector!, $name: String!, $key: String!) {
              addDynamicPartition(repositorySelector: $sel, partitionsDefName: $name, partitionKey: $key) { __typename }
@@ -85,3 +88,22 @@ def test_fail_fail_fail_recover_sends_exactly_two_messages(world):
     assert recovered["run_id"] == runs[3]
     for got in receiver.received:
         assert PASSWORD not in got.body.decode()
+
+
+def test_discovery_sensor_outage_and_back(world):
+    stack, receiver, sandbox = world
+
+    def told(kind):
+        return [r.json() for r in receiver.received
+                if r.json()["kind"] == kind and r.json()["details"].get("sensor") == "configured_models_sensor"]
+
+    sandbox.faults.update({"route_down": True})
+    try:
+        _wait_for(lambda: told("unreachable"), 150, stack)
+    finally:
+        sandbox.faults.reset()
+    [down] = told("unreachable")
+    assert down["model"] is None and down["severity"] == "error"
+    assert "could not reach DHIS2/chap for 1 ticks in a row" in down["what"] and down["fix"]
+    _wait_for(lambda: told("reachable"), 150, stack)
+    assert len(told("unreachable")) == 1 and len(told("reachable")) == 1

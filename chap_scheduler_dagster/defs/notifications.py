@@ -138,12 +138,14 @@ def _advance(state: NotifyState, records: list, at: datetime) -> None:
     state.handled_runs = [*state.handled_runs, *(r.dagster_run.run_id for r in records)][-MAX_HANDLED_RUNS:]
 
 
-def sensor_ticks(instance: dg.DagsterInstance, limit: int) -> dict[str, list[SensorTick]]:
-    """The latest ticks (newest first) of the discovery sensors."""
+def sensor_ticks(instance: dg.DagsterInstance, limit: int, location: str | None = None) -> dict[str, list[SensorTick]]:
+    """The latest ticks (newest first) of the discovery sensors of this code location."""
     out: dict[str, list[SensorTick]] = {}
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
         if state.instigator_name not in WATCHED_SENSORS:
             continue
+        if location and state.repository_selector.location_name != location:
+            continue  # the same sensor of another DHIS2's code location
         ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=limit)
         out[state.instigator_name] = [
             SensorTick(
@@ -157,7 +159,9 @@ def sensor_ticks(instance: dg.DagsterInstance, limit: int) -> dict[str, list[Sen
     return out
 
 
-def evaluate(instance: dg.DagsterInstance, state: NotifyState, settings: NotifySettings, at: datetime) -> list[Notification]:
+def evaluate(
+    instance: dg.DagsterInstance, state: NotifyState, settings: NotifySettings, at: datetime, location: str | None = None
+) -> list[Notification]:
     """Every message this tick calls for (state is updated in place)."""
     where = where_from_env(settings)
     messages: list[Notification] = []
@@ -170,7 +174,7 @@ def evaluate(instance: dg.DagsterInstance, state: NotifyState, settings: NotifyS
     known = list(instance.get_dynamic_partitions(configured_models_partitions.name))
     forget_models(state, known)
     messages += check_stale(state, known, at, where, settings.stale_after)
-    for sensor, ticks in sensor_ticks(instance, settings.notify_unreachable_ticks).items():
+    for sensor, ticks in sensor_ticks(instance, settings.notify_unreachable_ticks, location).items():
         messages += observe_sensor(state, sensor, ticks, settings.notify_unreachable_ticks, where, at)
     return [m for m in messages if not settings.muted(m)]
 
@@ -205,7 +209,9 @@ def chap_notifications_sensor(context: dg.SensorEvaluationContext):
         )
     state = NotifyState.load(context.cursor)
     at = now()
-    messages = _bounded(evaluate(context.instance, state, settings, at), where_from_env(settings))
+    origin = getattr(context, "code_location_origin", None)
+    location = getattr(origin, "location_name", None)
+    messages = _bounded(evaluate(context.instance, state, settings, at, location), where_from_env(settings))
     deliveries = deliver(channels, messages, secrets=all_secrets(settings), attempts=settings.notify_attempts)
     for d in deliveries:
         (context.log.info if d.ok else context.log.warning)(d.describe())
