@@ -115,3 +115,43 @@ def test_overview_counts_alerts():
 def test_weekly_periods_are_shown_in_dhis2_form():
     summary = AlertsSummary(prediction_id=1, alerts=[ChapAlert.model_validate(_alert(1, "OU", "2027W01", "x"))])
     assert "| x | OU | 2027W1 | pending |" in "\n".join(render_alerts_section(summary))
+
+
+@respx.mock
+def test_job_failed_after_storing_the_prediction_is_reported_for_what_it_is():
+    from chap_scheduler_dagster.core.chap_alerts import explain_failed_job
+    from chap_scheduler_dagster.core.errors import ChapJobFailed
+
+    setup = make_setup()
+    run = PredictionRun(report=RunReport(setup_id=str(setup.id), dhis2_url=DHIS2), setup=setup, job_id="job-1")
+    run.report.job_id = "job-1"  # as submit_prediction leaves it
+    respx.get(f"{CHAP}/v1/jobs", params={"ids": "job-1"}).respond(json=[{
+        "id": "job-1", "type": "create_prediction", "status": "FAILURE", "start_time": "2026-11-30T10:13:13.207279",
+        "end_time": "2026-11-30T10:13:20.0", "result": None,
+        "error": "Traceback …\nValueError: no complete year of history to compute a seasonal threshold",
+        "prediction_setup_id": setup.id}])
+    detail = respx.get(f"{CHAP}/v1/crud/prediction-setups/{setup.id}")
+    older = {"id": 4, "created": "2026-11-29T09:00:00"}
+    detail.respond(json={"id": setup.id, "alertPolicy": POLICY,
+                         "predictions": [older, {"id": 9, "created": "2026-11-30T10:13:19.5"}]})
+    exc = ChapJobFailed("chap job job-1 ended FAILURE: ValueError: no complete year of history")
+    with _client() as chap:
+        assert explain_failed_job(run, chap, exc) is True
+    run.report.fail("await_prediction", exc)
+    text = run.report.markdown()
+    assert "FAILED at `await_prediction`" in text
+    assert "The forecast exists in chap (prediction 9); only chap's alert step failed" in text
+    assert "- **Prediction id:** 9" in text
+    assert "- **Note:** chap stored prediction 9, then failed while raising alerts for policy 'EWARS ladder': " \
+           "ValueError: no complete year of history to compute a seasonal threshold" in text
+
+    # No prediction after the job started, or no alert policy: the failure is left as it was.
+    detail.respond(json={"id": setup.id, "alertPolicy": POLICY, "predictions": [older]})
+    other = ChapJobFailed("chap job job-1 ended FAILURE: model crashed", hint="See chap-core's job log")
+    run2 = PredictionRun(report=RunReport(setup_id=str(setup.id), dhis2_url=DHIS2), setup=setup, job_id="job-1")
+    with _client() as chap:
+        assert explain_failed_job(run2, chap, other) is False
+    assert other.hint == "See chap-core's job log" and run2.report.prediction_id is None
+    detail.respond(json={"id": setup.id, "alertPolicy": None, "predictions": [{"id": 9, "created": "2026-12-01T00:00:00"}]})
+    with _client() as chap:
+        assert explain_failed_job(run2, chap, other) is False

@@ -210,3 +210,54 @@ def forecast_alert_metadata(summary: AlertsSummary | None) -> dict[str, str | in
     except ImportError:  # pragma: no cover - Dagster is always installed with this package
         pass
     return values
+
+
+def explain_failed_job(run: Any, chap: Any, exc: Exception) -> bool:
+    """chap's job failed for a setup with an alert policy: did chap store the prediction first?
+
+    chap-core 2.5.1 stores the prediction and then raises alerts in the same job; when the
+    threshold computation raises (e.g. no complete year of history), the job ends FAILURE although
+    the prediction exists. Then the report gets the prediction id and a note, and the error's hint
+    says what happened. Returns whether that was the case. Never raises.
+    """
+    try:
+        if run.setup is None or run.job_id is None:
+            return False
+        setup = chap._get(f"/v1/crud/prediction-setups/{run.setup.id}")
+        policy = setup.get("alertPolicy") if isinstance(setup, dict) else None
+        if not isinstance(policy, dict):
+            return False
+        job = chap.job_description(run.job_id)
+        if job is None or not job.start_time:
+            return False
+        started = _parse_time(job.start_time)
+        stored = [
+            p for p in setup.get("predictions") or []
+            if isinstance(p, dict) and isinstance(p.get("id"), int) and p.get("created")
+            and _parse_time(str(p["created"])) >= started
+        ]
+        if not stored:
+            return False
+        prediction_id = max(p["id"] for p in stored)
+    except Exception:  # noqa: BLE001 - only an explanation; the original failure stands
+        return False
+    name = str(policy.get("name", ""))
+    error = (job.error or "no error text").strip().splitlines()[-1][:300]
+    run.report.prediction_id = prediction_id
+    run.report.chap_alerts = AlertsSummary(
+        prediction_id=prediction_id, policy_name=name,
+        note=f"chap stored prediction {prediction_id}, then failed while raising alerts for policy '{name}': {error}",
+    )
+    exc.hint = (
+        f"The forecast exists in chap (prediction {prediction_id}); only chap's alert step failed. Check the alert "
+        f"policy '{name}' against the data (a seasonal or percentile channel needs at least one complete year of "
+        "history), or remove the policy from the configured model in chap; then run again."
+    )
+    return True
+
+
+def _parse_time(text: str):
+    from datetime import UTC, datetime
+
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
