@@ -133,3 +133,17 @@ def test_muted_kind_is_not_sent(env, receiver, monkeypatch):
         _finish(instance, "3", ok=False)
         _tick(instance, cursor)
     assert receiver.received == []
+
+
+def test_failed_run_without_a_report_is_still_told(env, receiver):
+    """The backstop may write the report after this sensor looked: the run's own facts are used."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(configured_models_partitions.name, ["5"])
+        cursor, _ = _tick(instance, None)
+        instance.add_run(DagsterRun(job_name="dhis2_chap_prediction", run_id=str(uuid.uuid4()),
+                                    status=dg.DagsterRunStatus.FAILURE,
+                                    tags={"dagster/partition": "5", "chap_scheduler/dhis2": "default"}))
+        _tick(instance, cursor)
+    [body] = [r.json() for r in receiver.received]
+    assert body["kind"] == "failed" and body["model"] == {"id": "5", "name": None}
+    assert body["what"] == "the prediction failed at run: the run ended FAILURE before its steps wrote a report"

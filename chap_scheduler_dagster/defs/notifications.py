@@ -37,10 +37,10 @@ from ..core.notify_channels import all_secrets, configured_channels, deliver
 from ..settings import get_settings
 from .assets import report_asset_key
 from .jobs import DHIS2_TAG, dhis2_chap_prediction
-from .overview import PARTITION_TAG, _failure_facts, _value
 from .partitions import configured_models_partitions
 
 SENSOR_NAME = "chap_notifications_sensor"
+PARTITION_TAG = "dagster/partition"
 WATCHED_SENSORS = ("configured_models_sensor", "chap_schedule_sensor")
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 MAX_RUNS_PER_TICK = 100
@@ -61,6 +61,23 @@ def where_from_env(settings: NotifySettings) -> Where:
         dagster_url=settings.dagster_url,
         report_asset_path=tuple(report_asset_key.path),
     )
+
+
+def _value(metadata: dict, key: str) -> str:
+    entry = metadata.get(key)
+    value = getattr(entry, "value", entry)
+    return "" if value is None else str(value)
+
+
+def _failure_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, str]:
+    """(failed step, error) from the run's own events, for a failed run whose report is not written yet."""
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        if event is not None:
+            data = event.step_failure_data
+            message = data.error.message.strip() if data and data.error else (event.message or "")
+            return event.step_key or "unknown step", message
+    return "run", f"the run ended {run.status.value} before its steps wrote a report"
 
 
 def _report_of(instance: dg.DagsterInstance, key: str, run_id: str) -> dict:
@@ -85,7 +102,7 @@ def run_outcome(instance: dg.DagsterInstance, record) -> RunOutcome | None:
     failed_step, error = _value(meta, "failed_step"), _value(meta, "error")
     if not succeeded and not error:
         # The backstop may not have written the report yet: take the facts from the run's events.
-        failed_step, error = _failure_facts(instance, run, None)
+        failed_step, error = _failure_facts(instance, run)
     prediction = _value(meta, "prediction_id")
     pending = _value(meta, "chap_alerts_pending")
     finished = record.update_timestamp
