@@ -53,7 +53,8 @@ def _finish(instance, key: str, ok: bool, **meta) -> str:
 
 
 def _tick(instance, cursor):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                      resources={"notify_channels": notif.notify_channels_from_env()})
     result = notif.chap_notifications_sensor(context)
     return result.cursor, result
 
@@ -62,7 +63,9 @@ def test_nothing_configured_means_nothing_done(monkeypatch):
     for name in ("NOTIFY_WEBHOOK_URL", "SLACK_TOKEN", "TEAMS_WEBHOOK_URL", "SMTP_HOST"):
         monkeypatch.delenv(f"CHAP_SCHEDULER_{name}", raising=False)
     with dg.instance_for_test() as instance:
-        result = notif.chap_notifications_sensor(dg.build_sensor_context(instance=instance))
+        context = dg.build_sensor_context(instance=instance,
+                                          resources={"notify_channels": notif.notify_channels_from_env()})
+        result = notif.chap_notifications_sensor(context)
     assert isinstance(result, dg.SkipReason)
     assert "no notification channel configured" in result.skip_message
 
@@ -147,3 +150,10 @@ def test_failed_run_without_a_report_is_still_told(env, receiver):
     [body] = [r.json() for r in receiver.received]
     assert body["kind"] == "failed" and body["model"] == {"id": "5", "name": None}
     assert body["what"] == "the prediction failed at run: the run ended FAILURE before its steps wrote a report"
+
+
+def test_channel_secrets_are_bound_to_env_var_names_only(env):
+    resource = notif.notify_channels_from_env()
+    fields = resource._get_non_default_public_field_values()  # what the UI's resource page lists
+    assert {k: v.env_var_name for k, v in fields.items()} == {"notify_webhook_url": "CHAP_SCHEDULER_NOTIFY_WEBHOOK_URL"}
+    assert all(isinstance(v, dg.EnvVar) for v in fields.values())

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import dagster as dg
+from pydantic import SecretStr
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from ..core.errors import redact_url
@@ -52,6 +53,35 @@ INTERVAL_SECONDS = int(os.environ.get("CHAP_SCHEDULER_NOTIFY_INTERVAL_SECONDS", 
 
 # The clock, replaceable in tests.
 now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
+
+
+# Channel secrets, each bound to its environment variable by name (the UI shows names, never values).
+SECRET_ENV = {
+    "notify_webhook_url": "CHAP_SCHEDULER_NOTIFY_WEBHOOK_URL",
+    "slack_token": "CHAP_SCHEDULER_SLACK_TOKEN",
+    "teams_webhook_url": "CHAP_SCHEDULER_TEAMS_WEBHOOK_URL",
+    "smtp_password": "CHAP_SCHEDULER_SMTP_PASSWORD",
+}
+
+
+class NotifyChannelsResource(dg.ConfigurableResource):
+    """The notification channels' secrets. Non-secret channel settings come from CHAP_SCHEDULER_* settings."""
+
+    notify_webhook_url: str = ""
+    slack_token: str = ""
+    teams_webhook_url: str = ""
+    smtp_password: str = ""
+
+    def settings(self) -> NotifySettings:
+        """The notification settings with the secrets Dagster resolved from the EnvVars."""
+        base = NotifySettings()
+        update = {name: SecretStr(getattr(self, name)) for name in SECRET_ENV if getattr(self, name)}
+        return base.model_copy(update=update)
+
+
+def notify_channels_from_env() -> NotifyChannelsResource:
+    """Bind each set secret to its EnvVar (an unset one stays empty: that channel is off)."""
+    return NotifyChannelsResource(**{name: dg.EnvVar(env) for name, env in SECRET_ENV.items() if os.environ.get(env)})
 
 
 def where_from_env(settings: NotifySettings) -> Where:
@@ -216,8 +246,8 @@ def _bounded(messages: list[Notification], where: Where) -> list[Notification]:
     "pending outbreak alerts, or the discovery sensors cannot reach DHIS2/chap. Channels (webhook, Slack, Teams, "
     "email) come from CHAP_SCHEDULER_* settings; with none configured it does nothing.",
 )
-def chap_notifications_sensor(context: dg.SensorEvaluationContext):
-    settings = NotifySettings()
+def chap_notifications_sensor(context: dg.SensorEvaluationContext, notify_channels: NotifyChannelsResource):
+    settings = notify_channels.settings()
     channels = configured_channels(settings)
     if not channels:
         return dg.SkipReason(
