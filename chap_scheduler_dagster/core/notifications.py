@@ -50,6 +50,7 @@ class NotifySettings(BaseSettings):
 
     dagster_url: str = Field(default="", description="Base URL of the Dagster UI, for links in messages.")
     stale_after_days: float | None = Field(default=None, gt=0, description="Default: by period type.")
+    notify_interval_seconds: int = Field(default=60, ge=1, description="How often the notifications sensor looks.")
     notify_unreachable_ticks: int = Field(default=3, ge=1)
     notify_attempts: int = Field(default=3, ge=1, le=5)
     notify_timeout_seconds: float = Field(default=10, gt=0, le=30)

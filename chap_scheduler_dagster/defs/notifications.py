@@ -49,7 +49,7 @@ LOOK_BACK_SECONDS = 5.0  # run storage keeps update times in whole seconds
 MAX_HANDLED_RUNS = 300
 # A tick must end well inside Dagster's sensor timeout: past this, further messages are summarized.
 MAX_MESSAGES_PER_TICK = 10
-INTERVAL_SECONDS = int(os.environ.get("CHAP_SCHEDULER_NOTIFY_INTERVAL_SECONDS", "60") or 60)
+INTERVAL_SECONDS = NotifySettings().notify_interval_seconds
 
 # The clock, replaceable in tests.
 now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
