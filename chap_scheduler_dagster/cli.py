@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from . import preflight_cli
+from . import notify_cli, preflight_cli
 from .core.errors import SchedulerError
 from .settings import get_settings
 
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "check": preflight_cli.check_main,
         "info": preflight_cli.info_main,
         "--version": preflight_cli.version_main,
+        "notify-test": notify_cli.main,
     }
     if argv and argv[0] in subcommands:
         return subcommands[argv[0]](argv[1:])

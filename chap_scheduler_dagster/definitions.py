@@ -7,6 +7,7 @@ import dagster as dg
 from .defs.assets import dhis2_chap_prediction_report
 from .defs.health import chap_scheduler_health, check_connections
 from .defs.jobs import dhis2_chap_prediction
+from .defs.notifications import notification_sensors, notify_channels_from_env
 from .defs.overview import chap_predictions_overview, overview_sensors
 from .defs.resources import dhis2_resource_from_env
 from .defs.schedules import dhis2_chap_prediction_schedule
@@ -25,6 +26,6 @@ defs = dg.Definitions(
     assets=[dhis2_chap_prediction_report, chap_predictions_overview, chap_scheduler_health],
     jobs=[dhis2_chap_prediction, check_connections],
     schedules=[dhis2_chap_prediction_schedule],
-    sensors=[*chap_sensors, *overview_sensors],
-    resources={"dhis2": dhis2_resource_from_env()},
+    sensors=[*chap_sensors, *overview_sensors, *notification_sensors],
+    resources={"dhis2": dhis2_resource_from_env(), "notify_channels": notify_channels_from_env()},
 )

@@ -216,3 +216,57 @@ def test_dagster_job_predicts_with_the_real_chap(real_chap_lane, monkeypatch):
     assert isinstance(prediction_id, int) and prediction_id > 0
     assert meta["prediction_values"].value > 0
     assert "Predicted periods:" in text and "| period | median forecast" in text
+
+
+def test_real_chap_raises_alerts_for_a_setup_with_an_alert_policy_and_the_report_shows_them(real_chap_lane, monkeypatch):
+    """chap-core 2.5.1, seen live: after /run of a setup with an alert policy, chap's job ends SUCCESS and
+    the alerts exist (pending) at GET /v1/crud/alerts?predictionId=…; the run report lists them."""
+    import dagster as dg
+
+    from chap_scheduler_dagster.defs.assets import report_asset_key
+    from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
+    from chap_scheduler_dagster.defs.partitions import configured_models_partitions
+    from chap_scheduler_dagster.defs.resources import Dhis2Resource
+
+    lane = real_chap_lane
+    setup_id = lane.seed["prediction_setup_id"]
+    key = str(setup_id)
+    levels = [  # a low channel so the naive model's forecast surely crosses it
+        {"name": "monitor", "thresholdParams": {"type": "seasonal", "stdMultiplier": 0.0}, "exceedanceThreshold": 0.3},
+        {"name": "action", "thresholdParams": {"type": "seasonal", "stdMultiplier": 1.0}, "exceedanceThreshold": 0.5},
+    ]
+    with httpx.Client(timeout=60, auth=AUTH) as dhis2:
+        r = dhis2.post(f"{lane.route}/v1/crud/alert-policies", json={"name": "lane policy", "levels": levels})
+        assert r.status_code == 200, r.text
+        policy_id = r.json()["id"]
+        r = dhis2.patch(f"{lane.route}/v1/crud/prediction-setups/{setup_id}", json={"alertPolicyId": policy_id})
+        assert r.status_code == 200, r.text
+    monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.5")
+    try:
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions(configured_models_partitions.name, [key])
+            result = dhis2_chap_prediction.execute_in_process(
+                partition_key=key, instance=instance,
+                resources={"dhis2": Dhis2Resource(base_url=lane.sandbox_url, username=AUTH[0], password=AUTH[1])},
+                run_config={"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}},
+                raise_on_error=False,
+            )
+            meta = instance.fetch_materializations(report_asset_key, limit=1).records[0].asset_materialization.metadata
+        text = meta["report"].value
+        assert result.success, f"{text}\n{_log_tails(lane.run_dir)}"
+        prediction_id = meta["prediction_id"].value
+        with httpx.Client(timeout=60, auth=AUTH) as dhis2:
+            r = dhis2.get(f"{lane.route}/v1/crud/alerts", params={"predictionId": prediction_id})
+        assert r.status_code == 200, r.text
+        alerts = r.json()
+        assert alerts and {a["predictionId"] for a in alerts} == {prediction_id}
+        assert {a["approved"] for a in alerts} == {"pending"}
+        assert meta["chap_alerts"].value == len(alerts) == meta["chap_alerts_pending"].value
+        assert "## chap alerts" in text
+        assert "- **Alert policy:** lane policy (levels, least to most severe: monitor, action)" in text
+        # Org units by their DHIS2 name, periods in DHIS2's form.
+        assert "| action |" in text or "| monitor |" in text
+        assert not any(f"| {a['orgUnit']} |" in text for a in alerts), "org units should be shown by name"
+    finally:
+        with httpx.Client(timeout=60, auth=AUTH) as dhis2:
+            dhis2.patch(f"{lane.route}/v1/crud/prediction-setups/{setup_id}", json={"alertPolicyId": None})

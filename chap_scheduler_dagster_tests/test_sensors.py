@@ -508,6 +508,7 @@ def test_location_name_prefixes_overview_report_and_partitions(tmp_path):
     assert partitions == "sierra_leone__chap_configured_models"
     assert sensor_names == sorted(
         [
+            "chap_notifications_sensor",
             "chap_predictions_overview_on_canceled",
             "chap_predictions_overview_on_failure",
             "chap_predictions_overview_on_success",

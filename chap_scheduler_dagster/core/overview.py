@@ -22,6 +22,8 @@ class OverviewRow:
     prediction_id: str = ""
     run_id: str = ""
     deleted: bool = False  # no longer configured in chap (partition removed)
+    alerts: int = 0  # chap's outbreak alerts for the latest prediction
+    alerts_pending: int = 0
 
 
 def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
@@ -67,6 +69,12 @@ def render_overview(
         lines.append(
             f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} |"
         )
+    alerted = [r for r in rows if r.alerts and not r.deleted]
+    if alerted:
+        lines += ["", "## chap alerts (latest prediction)", ""]
+        for row in alerted:
+            name = f" ({_cell(row.name)})" if row.name else ""
+            lines.append(f"- **{row.setup_id}**{name}: {row.alerts} alerts, {row.alerts_pending} pending review")
     failures = [r for r in rows if r.status in ("failed", "skipped") and r.error and not r.deleted]
     if failures:
         lines += ["", "## Why", ""]

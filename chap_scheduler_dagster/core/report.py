@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from .chap_alerts import AlertsSummary, render_alerts_section
 from .errors import Rejection, SchedulerError
 from .periods import calendar_order, dhis2_id
 
@@ -71,6 +72,8 @@ class RunReport:
     predicted_periods: list[str] = field(default_factory=list)
     org_units_dropped_by_chap: list[str] = field(default_factory=list)
     median_by_period: dict[str, float] = field(default_factory=dict)
+    # chap's own outbreak alerts (setups with an alert policy only)
+    chap_alerts: AlertsSummary | None = None
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -115,7 +118,11 @@ class RunReport:
             "prediction_values": self.prediction_values,
             "duration_seconds": round(self.duration_seconds, 2),
             "run_id": self.run_id,
+            "hint": self.hint or "",
+            "period_type": self.period_type or "",
         }
+        if self.chap_alerts is not None:
+            values.update(self.chap_alerts.metadata())
         return {k: v for k, v in values.items() if v is not None}
 
     def markdown(self) -> str:
@@ -206,6 +213,7 @@ def render_markdown(r: RunReport) -> str:
         if r.median_by_period:
             lines += ["", "| period | median forecast, summed over org units |", "|---|---:|"]
             lines += [f"| {p} | {v:,.1f} |" for p, v in r.median_by_period.items()]
+    lines += render_alerts_section(r.chap_alerts)
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,8 @@ import dagster as dg
 from pydantic import Field
 
 from ..core import prediction_steps as steps
-from ..core.errors import SchedulerError, redact_url
+from ..core.chap_alerts import collect_alerts, explain_failed_job
+from ..core.errors import ChapJobFailed, SchedulerError, redact_url
 from ..core.prediction_steps import PredictionRun
 from ..core.report import RunReport
 from ..core.run_window import parse_window_request
@@ -78,6 +79,12 @@ def submit_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2:
 def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> None:
     settings = get_settings()
     with report_step(context, run, "await_prediction"), dhis2.chap(settings) as chap:
-        steps.await_prediction(run, chap, settings, log=context.log.info)
+        try:
+            steps.await_prediction(run, chap, settings, log=context.log.info)
+        except ChapJobFailed as exc:
+            explain_failed_job(run, chap, exc)  # the prediction may exist: chap's alert step failed after it
+            raise
+        with dhis2.reader(settings) as reader:
+            collect_alerts(run, chap, reader, log=context.log.info)  # never raises: a note at worst
     run.report.succeed()
     materialize_report(context, run.report)

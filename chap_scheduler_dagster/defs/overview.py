@@ -53,6 +53,11 @@ def _value(metadata: dict, key: str) -> str:
     return "" if value is None else str(value)
 
 
+def _int(metadata: dict, key: str) -> int:
+    value = _value(metadata, key)
+    return int(value) if value.isdigit() else 0
+
+
 def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None = None) -> list[OverviewRow]:
     """The latest report of every configured model, deleted ones (with history) included.
 
@@ -86,6 +91,8 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
                 prediction_id=_value(meta, "prediction_id"),
                 run_id=record.run_id or _value(meta, "run_id"),
                 deleted=key not in known,
+                alerts=_int(meta, "chap_alerts"),
+                alerts_pending=_int(meta, "chap_alerts_pending"),
             )
         )
     return rows
@@ -111,6 +118,7 @@ def overview_materialization(
             "configured_models": len(live),
             "failed": sum(1 for r in live if r.status == "failed"),
             "succeeded": sum(1 for r in live if r.status == "succeeded"),
+            "chap_alerts_pending": sum(r.alerts_pending for r in live),
         },
     )
 
