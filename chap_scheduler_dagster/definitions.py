@@ -7,6 +7,7 @@ import dagster as dg
 from .defs.assets import dhis2_chap_prediction_report
 from .defs.jobs import dhis2_chap_prediction
 from .defs.overview import chap_predictions_overview, overview_sensors
+from .defs.publishing import forecast_assets, publish_chap_forecast
 from .defs.resources import dhis2_resource_from_env
 from .defs.schedules import dhis2_chap_prediction_schedule
 from .defs.sensors import chap_sensors
@@ -21,8 +22,8 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # and add it to ``schedules`` below.
 
 defs = dg.Definitions(
-    assets=[dhis2_chap_prediction_report, chap_predictions_overview],
-    jobs=[dhis2_chap_prediction],
+    assets=[dhis2_chap_prediction_report, chap_predictions_overview, *forecast_assets],
+    jobs=[dhis2_chap_prediction, publish_chap_forecast],
     schedules=[dhis2_chap_prediction_schedule],
     sensors=[*chap_sensors, *overview_sensors],
     resources={"dhis2": dhis2_resource_from_env()},

@@ -27,6 +27,9 @@ from .world import (
     DE_PRED_HIGH,
     DE_PRED_LOW,
     DE_PRED_MEDIAN,
+    DE_PRED_WEEKLY_HIGH,
+    DE_PRED_WEEKLY_LOW,
+    DE_PRED_WEEKLY_MEDIAN,
     DE_RAIN,
     DE_RAIN_GAPPY,
     DE_RAIN_WEEKLY,
@@ -159,7 +162,12 @@ class ChapStandIn:
         self.add_setup(
             id=1, name="Sandboxia monthly", periodType="month", startPeriod=m_start, orgUnits=all_ous,
             covariateSources=monthly_sources, scheduleCronExpression="0 6 * * 1", scheduleEnabled=True,
-            quantileTargets=[{"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN}],
+            # chap-core's vocabulary: numeric strings
+            quantileTargets=[
+                {"quantile": "0.1", "dataElementId": DE_PRED_LOW},
+                {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN},
+                {"quantile": "0.9", "dataElementId": DE_PRED_HIGH},
+            ],
         )
         self.add_setup(
             id=2, name="Sandboxia weekly", periodType="week", startPeriod=w_start, orgUnits=all_ous,
@@ -169,6 +177,12 @@ class ChapStandIn:
                 {"covariate": "mean_temperature", "dataElementId": DE_TEMP_WEEKLY},
             ],
             scheduleCronExpression=None, scheduleEnabled=False,
+            # the Modeling app's vocabulary: labels
+            quantileTargets=[
+                {"quantile": "quantile_low", "dataElementId": DE_PRED_WEEKLY_LOW},
+                {"quantile": "median", "dataElementId": DE_PRED_WEEKLY_MEDIAN},
+                {"quantile": "quantile_high", "dataElementId": DE_PRED_WEEKLY_HIGH},
+            ],
         )
         self.add_setup(
             id=3, name="Sandboxia gappy rainfall", periodType="month", startPeriod=m_start, orgUnits=all_ous,

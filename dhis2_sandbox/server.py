@@ -16,6 +16,7 @@ import orjson
 
 from . import analytics
 from .chap import ChapStandIn
+from .datavalues import DataValueStore
 from .world import ROOT_OU, World, utc_today
 
 JSON = "application/json;charset=UTF-8"
@@ -64,6 +65,8 @@ class Faults:
     html_next: int = 0
     chap_job: Literal["ok", "fail", "hang"] = "ok"
     route_down: bool = False
+    datavalues_fail_next: int = 0  # next N POST /api/dataValueSets answer 503 (HTML, like a proxy)
+    datavalues_write_status: int = 0  # every real (not dry-run) dataValueSets POST answers this status (0 = off)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def as_dict(self) -> dict:
@@ -78,7 +81,7 @@ class Faults:
             raise ValueError("chap_job must be one of ok, fail, hang")
         with self._lock:
             for k, v in data.items():
-                if k in ("fail_next", "html_next"):
+                if k in ("fail_next", "html_next", "datavalues_fail_next", "datavalues_write_status"):
                     v = int(v)
                 elif k == "slow_seconds":
                     v = float(v)
@@ -87,7 +90,8 @@ class Faults:
                 setattr(self, k, v)
 
     def reset(self) -> None:
-        self.update({"slow_seconds": 0.0, "fail_next": 0, "html_next": 0, "chap_job": "ok", "route_down": False})
+        self.update({"slow_seconds": 0.0, "fail_next": 0, "html_next": 0, "chap_job": "ok", "route_down": False,
+                     "datavalues_fail_next": 0, "datavalues_write_status": 0})
 
     def take(self, name: str) -> bool:
         with self._lock:
@@ -328,6 +332,10 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[:1] == ["routes"]:
             self._routes(parts[1:], query, body, raw_query)
             return
+        if parts in (["dataValueSets"], ["dataValueSets.json"]) or (parts == ["resourceTables", "analytics"]
+                                                                     and method == "POST"):
+            self._data_values(parts, query, body)
+            return
         if method != "GET":
             self._send_json(405, web_message(405, "Method Not Allowed", f"Request method '{method}' is not supported"))
             return
@@ -337,7 +345,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"pong", "text/plain")
         elif parts == ["me"]:
             self._send_json(200, {"id": "M5zQapPyTZI", "username": sb.config.username, "name": "Sandbox Admin",
-                                  "displayName": "Sandbox Admin", "organisationUnits": [{"id": ROOT_OU}]})
+                                  "displayName": "Sandbox Admin",
+                                  "organisationUnits": [{"id": u} for u in sb.capture_roots]})
         elif parts == ["analytics"] or parts == ["analytics.json"]:
             try:
                 resp = analytics.build(sb.world, query, sb.world.today if sb.config.today else utc_today())
@@ -348,10 +357,49 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts and parts[0] in ("organisationUnits", "organisationUnits.json", "organisationUnits.geojson"):
             self._org_units(parts, query)
         elif parts and parts[0] in ("dataElements", "dataElements.json"):
-            self._collection("dataElements", [d.metadata() for d in sb.world.data_elements.values()],
+            self._collection("dataElements", [sb.world.data_element_metadata(d) for d in sb.world.data_elements.values()],
                              parts[1:], query, "DataElement")
+        elif parts and parts[0] in ("dataSets", "dataSets.json"):
+            self._collection("dataSets", [sb.world.data_set_metadata(d) for d in sb.world.data_sets],
+                             parts[1:], query, "DataSet")
         else:
             self._send_json(404, web_message(404, "Not Found", f"No endpoint for /api/{'/'.join(parts)}"))
+
+    # -- data values -------------------------------------------------------------------------
+    def _data_values(self, parts: list[str], query, body: bytes) -> None:
+        sb = self.server.sandbox
+        q = dict(query)
+        if parts[0] == "resourceTables":
+            sb.analytics_runs.append(q)
+            self._send_json(200, {"httpStatus": "OK", "httpStatusCode": 200, "status": "OK",
+                                  "message": "Initiated ANALYTICS_TABLE", "response": {"jobType": "ANALYTICS_TABLE",
+                                                                                      "id": "sbxAnalytic1"}})
+            return
+        if self.command == "GET":
+            status, answer = sb.data_values.read(list(query), sb.capture_roots)
+            self._send_json(status, answer)
+            return
+        if self.command != "POST":
+            self._send_json(405, web_message(405, "Method Not Allowed", f"Request method '{self.command}' is not supported"))
+            return
+        if sb.faults.take("datavalues_fail_next"):
+            self._send(503, HTML_503, "text/html")
+            return
+        dry_run = q.get("dryRun", "false").lower() == "true"
+        status = sb.faults.datavalues_write_status
+        if status and not dry_run:
+            self._send_json(status, web_message(status, "Unauthorized" if status == 401 else "Error",
+                                                "Sandbox fault: the write was refused"))
+            return
+        try:
+            payload = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError:
+            self._send_json(400, web_message(400, "Bad Request", "Invalid JSON payload"))
+            return
+        strategy = q.get("importStrategy", "CREATE_AND_UPDATE").upper()
+        code, answer = sb.data_values.import_values(payload, dry_run=dry_run, strategy=strategy,
+                                                    capture_roots=sb.capture_roots, today=sb.world.today)
+        self._send_json(code, answer)
 
     # -- metadata collections ----------------------------------------------------------------
     def _org_units(self, parts: list[str], query) -> None:
@@ -570,6 +618,9 @@ class Sandbox:
         self.chap = ChapStandIn(self.world, cfg.job_seconds, cfg.chap_api, self.faults,
                                 weekly_setup_weeks=cfg.weekly_setup_weeks)
         self.requests: list[tuple[str, str, int]] = []
+        self.data_values = DataValueStore(self.world)
+        self.capture_roots: list[str] = [ROOT_OU]  # the user's data capture org units
+        self.analytics_runs: list[dict] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._http = None

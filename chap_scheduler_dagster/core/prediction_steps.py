@@ -43,6 +43,8 @@ class PredictionRun:
     body_bytes: int | None = None
     job_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    # quantile -> DHIS2 period -> forecast summed over org units (for the chap_forecast asset)
+    forecast_sums: dict[float, dict[str, float]] = field(default_factory=dict)
 
     def require_setup(self) -> PredictionSetup:
         if self.setup is None:
@@ -233,6 +235,7 @@ def await_prediction(
     periods = sorted(summary.periods, key=calendar_order)
     run.report.prediction_values = summary.values
     run.report.predicted_periods = [dhis2_id(p) for p in periods]
+    run.forecast_sums = {q: {dhis2_id(p): v for p, v in sums.items()} for q, sums in summary.sum_by_quantile.items()}
     run.report.median_by_period = {
         dhis2_id(p): summary.median_by_period[p] for p in periods if p in summary.median_by_period
     }

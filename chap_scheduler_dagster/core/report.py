@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .errors import Rejection, SchedulerError
 from .periods import calendar_order, dhis2_id
+
+if TYPE_CHECKING:
+    from .publish_report import PublishReport
 
 Status = Literal["running", "succeeded", "failed", "skipped"]
 
@@ -71,6 +74,8 @@ class RunReport:
     predicted_periods: list[str] = field(default_factory=list)
     org_units_dropped_by_chap: list[str] = field(default_factory=list)
     median_by_period: dict[str, float] = field(default_factory=dict)
+    # Publishing to DHIS2 (core/publish.py); None until publish_forecasts runs
+    publish: PublishReport | None = None
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -116,6 +121,8 @@ class RunReport:
             "duration_seconds": round(self.duration_seconds, 2),
             "run_id": self.run_id,
         }
+        if self.publish is not None:
+            values.update(self.publish.metadata())
         return {k: v for k, v in values.items() if v is not None}
 
     def markdown(self) -> str:
@@ -206,6 +213,10 @@ def render_markdown(r: RunReport) -> str:
         if r.median_by_period:
             lines += ["", "| period | median forecast, summed over org units |", "|---|---:|"]
             lines += [f"| {p} | {v:,.1f} |" for p, v in r.median_by_period.items()]
+    if r.publish is not None:
+        from .publish_report import render_publish_section
+
+        lines += render_publish_section(r.publish)
     return "\n".join(lines) + "\n"
 
 
