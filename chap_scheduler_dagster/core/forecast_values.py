@@ -150,7 +150,6 @@ def spool_forecast_values(
                                 if flag == "0":
                                     spool.zeros += 1
                                 writer.add(de, period, org_unit, flag)
-                del row
             writer.flush()
     except BaseException:
         spool.remove()
