@@ -652,6 +652,8 @@ class ChapStandIn:
             job = self._prediction_entries.get(int(raw_pid))
             if job is None:
                 return _detail(404, "Prediction not found")
+            if getattr(self.faults, "chap_empty_prediction", False):
+                return _json(200, [])
             rows = []
             for ou in job.org_units:
                 mean = job.means.get(ou, 0.0)
