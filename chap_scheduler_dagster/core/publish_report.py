@@ -95,7 +95,8 @@ def render_publish_section(p: PublishReport) -> list[str]:
     if p.conflicts:
         lines.append(f"- **Conflicts ({sum(g.count for g in p.conflicts):,}), nothing was written:**")
         for g in p.conflicts:
-            lines.append(f"  - **{g.error_code}** × {g.count:,}: e.g. {'; '.join(f'`{e}`' for e in g.examples)}")
+            shown = "; ".join("`" + e.replace("`", "'") + "`" for e in g.examples)
+            lines.append(f"  - **{g.error_code}** × {g.count:,}: e.g. {shown}")
             lines.append(f"    - *fix:* {g.fix}")
     if p.stale_count:
         shown = ", ".join(f"`{c}`" for c in p.stale_cells[:8])
