@@ -295,3 +295,25 @@ def test_preflight_findings():
     assert any(lv == "error" and "deNone does not exist" in m for lv, _, m in by)
     assert any(lv == "error" and "unknown to DHIS2" in m and "GONE" in m for lv, _, m in by)
     assert all(f.fix for f in findings if f.level != "ok")
+
+
+# ---- reading chap's rows ------------------------------------------------------------------------
+
+def test_prediction_rows_are_read_row_by_row_through_the_chap_client_with_retries():
+    from chap_scheduler_dagster.core.chap_client import ChapClient
+    from chap_scheduler_dagster.core.errors import ChapHttpError
+    from chap_scheduler_dagster.core.forecast_values import prediction_rows
+
+    url = f"{BASE}/api/routes/chap/run/v1/analytics/prediction-entry/42"
+    rows = [{"orgUnit": "OU1", "period": "2027W01", "quantile": 0.5, "value": 1.25}]
+    with respx.mock:
+        route = respx.get(url).mock(side_effect=[httpx.Response(503, text="<html>busy</html>"),
+                                                 httpx.Response(200, json=rows)])
+        with ChapClient(BASE, username="u", password="p", sleep=lambda s: None) as chap:
+            got = list(prediction_rows(chap, 42)(0.5))
+        assert route.calls[-1].request.url.params.get_list("quantiles") == ["0.5"]
+        assert got == rows and len(route.calls) == 2
+        respx.get(url).mock(return_value=httpx.Response(404, json={"detail": "Prediction not found"}))
+        with ChapClient(BASE, username="u", password="p", sleep=lambda s: None) as chap:
+            with pytest.raises(ChapHttpError, match="HTTP 404: Prediction not found"):
+                list(prediction_rows(chap, 42)(0.5))

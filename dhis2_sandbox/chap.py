@@ -242,6 +242,24 @@ class ChapStandIn:
             self.setups[sid] = full
             return full
 
+    def add_prediction(self, n_periods: int = 3, period_type: str = "month", last_index: int | None = None,
+                       org_units: list[str] | None = None, setup_id: int | None = None) -> int:
+        """A finished prediction without a job run (benchmarks): forecasts after ``last_index``
+        (default: the month before the last complete one minus n_periods, so every period is past)."""
+        w = self.world
+        if last_index is None:
+            last_index = (w.last_month if period_type == "month" else w.last_week) - n_periods - 1
+        units = list(org_units or w.ou_ids)
+        job = Job(id=str(uuid.uuid4()), name="injected prediction", t0=time.monotonic() - 3600,
+                  start_time=_now_naive(), outcome="ok", error=None, setup_id=setup_id, org_units=units,
+                  n_periods=n_periods, ptype=period_type, last_index=last_index, first_index=last_index - 35,
+                  means={ou: 10.0 + i % 53 for i, ou in enumerate(units)}, features=[TARGET])
+        job.end_time = _now_naive()
+        with self.lock:
+            self._finalize(job)
+            self.jobs[job.id] = job
+        return job.prediction_id  # type: ignore[return-value]
+
     def remove_setup(self, setup_id: int) -> bool:
         with self.lock:
             return self.setups.pop(int(setup_id), None) is not None

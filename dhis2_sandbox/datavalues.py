@@ -16,7 +16,7 @@ from datetime import date
 from typing import Any
 
 from . import periods as P
-from .world import World
+from .world import ROOT_OU, World
 
 INTEGER_TYPES = {"INTEGER", "INTEGER_POSITIVE", "INTEGER_ZERO_OR_POSITIVE", "INTEGER_NEGATIVE"}
 
@@ -63,13 +63,13 @@ class DataValueStore:
                 value = row.get("value")
                 de = w.data_elements.get(de_id)
                 parsed = P.parse(pe)
-                unit = w.unit(ou)
+                path = f"/{ROOT_OU}" if ou == ROOT_OU else (f"/{ROOT_OU}/{ou}" if ou in w.ou_index else None)
                 conflict = None
                 if de is None:
                     conflict = ("E7610", de_id, f"Data element not found or not accessible: `{de_id}`", "dataElement")
                 elif parsed is None:
                     conflict = ("E7611", pe, f"Period not valid: `{pe}`", "period")
-                elif unit is None or not set(capture_roots).intersection(unit["path"].strip("/").split("/")):
+                elif path is None or not set(capture_roots).intersection(path.strip("/").split("/")):
                     conflict = ("E7612", ou, f"Organisation unit not found or not accessible: `{ou}`", "orgUnit")
                 elif strategy != "DELETE" and (value is None or not self._value_ok(de.value_type, str(value))):
                     conflict = ("E7619", str(value), f"Value must match data element's `{de_id}` type constraints: "

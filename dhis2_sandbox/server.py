@@ -274,6 +274,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_json(200, [v for k in sorted(sb.chap.setups) if (v := sb.chap.setups.get(k))])
             return
+        if path == "/chap-predictions" and self.command == "POST":
+            try:
+                pid = sb.chap.add_prediction(**orjson.loads(body or b"{}"))
+            except (ValueError, TypeError) as exc:
+                self._send_json(400, {"error": str(exc)})
+                return
+            self._send_json(201, {"id": pid})
+            return
         if path.startswith("/chap-setups/") and self.command == "DELETE":
             sid = path.rsplit("/", 1)[1]
             ok = sid.isdigit() and sb.chap.remove_setup(int(sid))
@@ -434,7 +442,11 @@ class _Handler(BaseHTTPRequestHandler):
             fl = dict(query).get("fields")
             self._send_json(200, _select(u, _parse_fields(fl)) if fl else u)
             return
-        units = [w.root_unit()] + [w.district_unit(i) for i in range(w.n)]
+        ids = [v.split(":", 2)[2].strip("[]").split(",") for k, v in query if k == "filter" and v.startswith("id:in:")]
+        if ids:  # build only the units asked for (a national check asks for 10,000 in batches)
+            units = [u for uid in dict.fromkeys(ids[0]) if (u := w.unit(uid)) is not None]
+        else:
+            units = [w.root_unit()] + [w.district_unit(i) for i in range(w.n)]
         self._collection("organisationUnits", units, [], query, "OrganisationUnit", prefiltered_ids=True)
 
     def _collection(self, key: str, objs: list[dict], rest: list[str], query, type_name: str,

@@ -29,6 +29,8 @@ DE_HUMID = "deHumidMon1"  # monthly relative humidity (%), the 5th covariate of 
 DE_PRED_LOW = "dePredLow01"  # quantile targets (no data)
 DE_PRED_MEDIAN = "dePredMed01"
 DE_PRED_HIGH = "dePredHig01"
+DE_PRED_MID_LOW = "dePredMLo01"
+DE_PRED_MID_HIGH = "dePredMHi01"
 DE_PRED_WEEKLY_LOW = "dePredWkLo1"  # weekly quantile targets (label vocabulary), in no data set
 DE_PRED_WEEKLY_MEDIAN = "dePredWkMd1"
 DE_PRED_WEEKLY_HIGH = "dePredWkHi1"
@@ -184,6 +186,9 @@ class World:
             DataElement(DE_PRED_LOW, "Sandbox predicted cases (low)", "month", "none", "sum", False, 0, 1, 0),
             DataElement(DE_PRED_MEDIAN, "Sandbox predicted cases (median)", "month", "none", "sum", False, 0, 1, 0),
             DataElement(DE_PRED_HIGH, "Sandbox predicted cases (high)", "month", "none", "sum", False, 0, 1, 0),
+            DataElement(DE_PRED_MID_LOW, "Sandbox predicted cases (mid low)", "month", "none", "sum", False, 0, 1, 0),
+            DataElement(DE_PRED_MID_HIGH, "Sandbox predicted cases (mid high)", "month", "none", "sum", False, 0, 1,
+                        0),
             DataElement(DE_PRED_WEEKLY_LOW, "Sandbox predicted cases weekly (low)", "week", "none", "sum", False, 0,
                         1, 0),
             DataElement(DE_PRED_WEEKLY_MEDIAN, "Sandbox predicted cases weekly (median)", "week", "none", "sum",
@@ -202,7 +207,8 @@ class World:
             d.zero_is_significant = d.kind == "none" and d.id != DE_PRED_NOZERO
         self.data_sets: list[dict] = [
             {"id": DS_FORECASTS, "name": "Sandbox forecasts (monthly)", "periodType": "Monthly",
-             "openFuturePeriods": 12, "elements": [DE_PRED_LOW, DE_PRED_MEDIAN, DE_PRED_HIGH, DE_PRED_NOZERO]},
+             "openFuturePeriods": 12, "elements": [DE_PRED_LOW, DE_PRED_MID_LOW, DE_PRED_MEDIAN, DE_PRED_MID_HIGH, DE_PRED_HIGH,
+                          DE_PRED_NOZERO]},
             {"id": DS_SHORT, "name": "Sandbox short forecasts", "periodType": "Monthly", "openFuturePeriods": 1,
              "elements": [DE_PRED_SHORT]},
         ]

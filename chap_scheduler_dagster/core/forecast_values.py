@@ -10,8 +10,10 @@ so memory stays bounded at national size and the dry run and the import send the
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -19,24 +21,92 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 
 from .chap_client import ChapClient
+from .errors import ChapHttpError
 from .periods import dhis2_id
 from .publish_targets import PublishTarget, quantile_key
+from .retry import RETRYABLE_STATUS, with_retries
 
-Rows = Callable[[float], list[dict[str, Any]]]
+Rows = Callable[[float], Iterable[dict[str, Any]]]
+_WS = re.compile(r"\s*")
 
 
 def prediction_rows(chap: ChapClient, prediction_id: int) -> Rows:
-    """chap's prediction-entry rows for one quantile (a GET: retried with backoff by the client)."""
+    """chap's prediction-entry rows for one quantile, decoded one row at a time.
 
-    def rows(quantile: float) -> list[dict[str, Any]]:
-        # The client's GET path carries its retry policy and error mapping (core/chap_client.py).
-        answer = chap._get(f"/v1/analytics/prediction-entry/{prediction_id}", params=[("quantiles", str(quantile))])
-        return answer or []
+    A national answer is 30,000 rows per quantile; decoding it whole (orjson builds a document
+    first) peaks near 40 MB, row by row it stays at the size of the text. The GET goes through
+    the client's connection, retry policy and error mapping.
+    """
+    path = f"/v1/analytics/prediction-entry/{prediction_id}"
+
+    def rows(quantile: float) -> Iterator[dict[str, Any]]:
+        return iter_json_array(_get_text(chap, path, [("quantiles", str(quantile))]))
 
     return rows
+
+
+class _Transient(Exception):
+    def __init__(self, cause: Exception | None = None, response: httpx.Response | None = None) -> None:
+        super().__init__(str(cause or response))
+        self.cause, self.response = cause, response
+
+
+def _get_text(chap: ChapClient, path: str, params: list[tuple[str, str]]) -> str:
+    def once() -> tuple[httpx.Response, bytearray | None]:
+        try:
+            # Streamed, so the response does not keep its body: httpx responses sit in reference
+            # cycles and would hold several MB each until the next full garbage collection.
+            with chap._http.stream("GET", path, params=params) as response:
+                if not 200 <= response.status_code < 300:
+                    response.read()
+                    if response.status_code in RETRYABLE_STATUS:
+                        raise _Transient(response=response)
+                    return response, None
+                body = bytearray()
+                for piece in response.iter_bytes():
+                    body += piece
+                return response, body
+        except httpx.TransportError as exc:
+            raise _Transient(cause=exc) from exc
+
+    try:
+        response, body = with_retries(
+            once, attempts=chap._get_attempts, retryable=lambda e: isinstance(e, _Transient), sleep=chap._sleep
+        )
+    except _Transient as exc:
+        if exc.response is None:
+            raise chap._transport_error("GET", path, exc.cause or exc) from None
+        response, body = exc.response, None
+    if body is None or not body.lstrip().startswith(b"["):
+        if body is not None:
+            response._content = bytes(body)  # for the client's error mapping (an HTML login page, …)
+        chap._decode("GET", path, response)  # raises the client's error for this answer, if it has one
+        raise ChapHttpError("GET", path, response.status_code, bytes(body or b"")[:300].decode(errors="replace"),
+                            hint="Expected chap's list of forecast rows.")
+    return body.decode("utf-8")
+
+
+def iter_json_array(text: str) -> Iterator[Any]:
+    """The items of a JSON array, decoded one at a time."""
+    decoder = json.JSONDecoder()
+    i = _WS.match(text, 0).end() + 1  # past "["
+    i = _WS.match(text, i).end()
+    if text[i : i + 1] == "]":
+        return
+    while True:
+        item, i = decoder.raw_decode(text, i)
+        yield item
+        i = _WS.match(text, i).end()
+        if text[i : i + 1] == ",":
+            i = _WS.match(text, i + 1).end()
+            continue
+        if text[i : i + 1] == "]":
+            return
+        raise ValueError(f"malformed JSON array at character {i}")
 
 
 def format_value(value: float) -> str:
