@@ -202,12 +202,36 @@ def test_a_prediction_without_values_fails_the_publish(sb, instance):
     assert f"prediction {meta['prediction_id']} has no values" in meta["error"]
 
 
-def test_an_outbreak_indicator_without_chap_thresholds_warns_and_publishes_the_quantiles(sb, instance):
+def with_outbreak_target(sb):
     sb.chap.add_setup(id=1, **{k: v for k, v in sb.chap.setups[1].items() if k not in ("id", "quantileTargets")},
                       quantileTargets={"median": DE_PRED_MEDIAN, "outbreak_indicator": DE_PRED_HIGH})
+
+
+def test_the_outbreak_indicator_is_1_where_the_075_forecast_is_above_chaps_threshold(sb, instance):
+    with_outbreak_target(sb)
+    result, meta = run(sb, instance, "1")
+    assert result.success, meta["report"]
+    pid = meta["prediction_id"]
+    flags = {(ou, pe): v for (de, pe, ou), v in sb.data_values.values.items() if de == DE_PRED_HIGH}
+    forecast = {(r["orgUnit"], P.format_id(*P.parse(r["period"]))): r["value"]
+                for r in prediction_entries(sb, pid, 0.75)}
+    periods = sorted({pe for _, pe in forecast})
+    answer = httpx.post(f"{sb.base_url}/__sandbox/chap/v1/analytics/thresholds",
+                        json={"datasetId": 100 + pid, "periodIds": periods, "params": {"type": "seasonal"}}).json()
+    threshold = {(e["location"], e["period"]): e["values"][0] for e in answer["entries"]}
+    assert flags.keys() == forecast.keys()
+    assert flags == {k: ("1" if forecast[k] > threshold[k] else "0") for k in forecast}
+    assert set(flags.values()) == {"0", "1"}
+    assert "1/0 outbreak indicator" in meta["report"] and not meta["publish_warnings"]
+
+
+def test_chaps_threshold_endpoint_failing_warns_and_publishes_the_quantiles(sb, instance):
+    with_outbreak_target(sb)
+    sb.faults.chap_thresholds_fail = True
     result, meta = run(sb, instance, "1")
     assert result.success, meta["report"]
     assert "outbreak_indicator not published: chap gave no threshold" in meta["report"]
+    assert "no complete year" in meta["report"]
     assert meta["publish_warnings"] >= 1 and meta["publish_imported"] > 0
     assert {k[0] for k in sb.data_values.values} == {DE_PRED_MEDIAN}
     assert len(chap_posts(sb, "1")) == 1

@@ -682,6 +682,9 @@ class ChapStandIn:
                                      "value": round(mean * (0.5 + qv) * (1 + 0.03 * k), 4)})
             return _json(200, rows)
 
+        if rest == ["analytics", "thresholds"] and method == "POST":
+            return self._thresholds(body)
+
         if rest[:2] == ["crud", "predictions"] and method == "GET":
             if len(rest) == 2:
                 return _json(200, list(self.predictions.values()))
@@ -717,6 +720,28 @@ class ChapStandIn:
                 "userOptionValues": {}, "additionalContinuousCovariates": [],
             }])
         return not_found
+
+    def _thresholds(self, body: bytes) -> Response:
+        """chap 2.5.1's POST /v1/analytics/thresholds (seasonal): one threshold per period x location."""
+        try:
+            req = orjson.loads(body or b"{}")
+            dataset_id, period_ids = int(req["datasetId"]), [str(p) for p in req["periodIds"]]
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+            return _detail(422, [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
+        if getattr(self.faults, "chap_thresholds_fail", False):
+            return _detail(400, "Dataset has no complete year to compute a baseline from")
+        job = next((j for pid, j in self._prediction_entries.items() if 100 + pid == dataset_id), None)
+        if job is None:
+            return _detail(404, f"Dataset {dataset_id} has no disease_cases observations")
+        locations = req.get("locations") or list(job.org_units)
+        entries = []
+        for period in period_ids:
+            for i, ou in enumerate(locations):
+                mean = job.means.get(ou)
+                # Above the 0.75 forecast (mean x 1.25+) for every third org unit, below it for the rest.
+                value = None if mean is None else round(mean * (1.0 if i % 3 == 0 else 1.6), 4)
+                entries.append({"period": period, "location": ou, "values": [value]})
+        return _json(200, {"params": {"type": "seasonal", "stdMultiplier": 2.0}, "lines": [2.0], "entries": entries})
 
     def _jobs(self, method: str, rest: list[str], query: list[tuple[str, str]]) -> Response:
         if not rest and method == "GET":

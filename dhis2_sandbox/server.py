@@ -68,6 +68,7 @@ class Faults:
     datavalues_fail_next: int = 0  # next N POST /api/dataValueSets answer 503 (HTML, like a proxy)
     datavalues_write_status: int = 0  # every real (not dry-run) dataValueSets POST answers this status (0 = off)
     chap_empty_prediction: bool = False  # chap's prediction-entry answers [] (a prediction without values)
+    chap_thresholds_fail: bool = False  # chap's POST /v1/analytics/thresholds answers 400 (no complete year)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def as_dict(self) -> dict:
@@ -86,13 +87,14 @@ class Faults:
                     v = int(v)
                 elif k == "slow_seconds":
                     v = float(v)
-                elif k in ("route_down", "chap_empty_prediction"):
+                elif k in ("route_down", "chap_empty_prediction", "chap_thresholds_fail"):
                     v = bool(v)
                 setattr(self, k, v)
 
     def reset(self) -> None:
         self.update({"slow_seconds": 0.0, "fail_next": 0, "html_next": 0, "chap_job": "ok", "route_down": False,
-                     "datavalues_fail_next": 0, "datavalues_write_status": 0, "chap_empty_prediction": False})
+                     "datavalues_fail_next": 0, "datavalues_write_status": 0, "chap_empty_prediction": False,
+                     "chap_thresholds_fail": False})
 
     def take(self, name: str) -> bool:
         with self._lock:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from .chap_client import ChapClient
 from .errors import ChapError, SchedulerError
 from .periods import dhis2_id
@@ -33,16 +35,15 @@ def parse_thresholds(answer: Any) -> Thresholds:
     return table
 
 
-def chap_thresholds(chap: ChapClient, prediction_id: int, chap_periods: list[str], org_units: list[str]) -> Thresholds:
-    """Seasonal thresholds for the forecast's periods, from the prediction's dataset in chap."""
+def chap_thresholds(chap: ChapClient, prediction_id: int, periods: list[str]) -> Thresholds:
+    """chap's seasonal thresholds (mean + 2 std of the same month/week) for the forecast's periods,
+    computed from the prediction's dataset. ``periods`` in DHIS2's form, which chap 2.5.1 accepts."""
     try:
         prediction = chap._get(f"/v1/crud/predictions/{prediction_id}")
         dataset_id = (prediction or {}).get("datasetId")
         if dataset_id is None:
             raise SchedulerError(f"chap's prediction {prediction_id} names no dataset")
-        body = {"datasetId": dataset_id, "periodIds": chap_periods, "locations": org_units, "params": {"type": "seasonal"}}
-        import orjson
-
+        body = {"datasetId": dataset_id, "periodIds": periods, "params": {"type": "seasonal"}}
         answer = chap._post("/v1/analytics/thresholds", content=orjson.dumps(body))
     except ChapError as exc:
         raise SchedulerError(str(exc), hint=exc.hint) from exc

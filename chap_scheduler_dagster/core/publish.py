@@ -225,7 +225,7 @@ def _thresholds(p: PublishReport, thresholds: Callable[[list[str]], Thresholds],
     try:
         table = thresholds(periods)
     except SchedulerError as exc:
-        p.warnings.append(f"outbreak_indicator not published: chap gave no threshold ({exc}); the quantiles were")
+        p.warnings.append(f"outbreak_indicator not published: chap gave no threshold ({exc}); the quantile targets are published anyway")
         log(p.warnings[-1])
         return None, None
     if not table:

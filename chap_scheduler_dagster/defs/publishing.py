@@ -162,7 +162,7 @@ def _publish(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Res
             spool_dir=settings.spool_dir,
             delete_stale=settings.publish_delete_stale,
             refresh_analytics=settings.refresh_analytics,
-            thresholds=lambda periods: chap_thresholds(chap, prediction_id or 0, periods, list(setup.org_units)),
+            thresholds=lambda periods: chap_thresholds(chap, prediction_id or 0, periods),
             outbreak_quantile=settings.outbreak_quantile,
             log=context.log.info,
         )
