@@ -317,3 +317,25 @@ def test_prediction_rows_are_read_row_by_row_through_the_chap_client_with_retrie
         with ChapClient(BASE, username="u", password="p", sleep=lambda s: None) as chap:
             with pytest.raises(ChapHttpError, match="HTTP 404: Prediction not found"):
                 list(prediction_rows(chap, 42)(0.5))
+
+
+def test_check_setup_targets_for_the_check_command():
+    from chap_scheduler_dagster.core.target_preflight import check_setup_targets
+
+    reader = FakeReader(deMed=number("deMed"))
+    [bad] = check_setup_targets(reader, setup_with({"p95": "deMed"}), horizon=3)
+    assert bad.level == "error" and "'p95'" in bad.message and bad.fix
+    [none] = check_setup_targets(reader, setup_with([]), horizon=3)
+    assert none.level == "ok" and "no quantile targets" in none.message
+    good = check_setup_targets(reader, setup_with({"median": "deMed"}), horizon=3)
+    assert [f.level for f in good] == ["ok", "ok"] and good[0].name == "Demed"
+    assert good[0].as_dict()["target"] == "median -> deMed"
+
+
+def test_the_report_reads_the_union_of_the_setting_and_the_target_quantiles():
+    from chap_scheduler_dagster.core.prediction_steps import report_quantiles
+    from chap_scheduler_dagster.settings import SchedulerSettings
+
+    settings = SchedulerSettings(quantiles="0.1,0.5,0.9")
+    assert report_quantiles(setup_with({"0.33": "X", "median": "Y"}), settings) == [0.1, 0.33, 0.5, 0.9]
+    assert report_quantiles(setup_with({"p95": "X"}), settings) == [0.1, 0.5, 0.9]

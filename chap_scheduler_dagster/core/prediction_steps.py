@@ -230,7 +230,7 @@ def await_prediction(
         raise chap.job_failure_text(run.job_id, status)
     info = chap.prediction_result(run.job_id)
     run.report.prediction_id = info.id
-    summary = chap.summarize_prediction(info.id, settings.quantile_list())
+    summary = chap.summarize_prediction(info.id, report_quantiles(setup, settings))
     # chap pads weekly ids (2027W01); the report speaks DHIS2 (2027W1).
     periods = sorted(summary.periods, key=calendar_order)
     run.report.prediction_values = summary.values
@@ -246,3 +246,15 @@ def await_prediction(
         f"prediction {info.id}: {summary.values:,} values for {len(periods)} periods"
         + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units" if run.report.org_units_dropped_by_chap else "")
     )
+
+
+def report_quantiles(setup: PredictionSetup, settings: SchedulerSettings) -> list[float]:
+    """CHAP_SCHEDULER_QUANTILES and the quantiles the setup's targets name (unusable targets are
+    reported by publish_forecasts, not here)."""
+    from .publish_targets import TargetError, parse_targets, target_quantiles
+
+    try:
+        named = target_quantiles(parse_targets(setup.quantile_targets))
+    except TargetError:
+        named = []
+    return sorted({round(q, 6) for q in settings.quantile_list()} | set(named))

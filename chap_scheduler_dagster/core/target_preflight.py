@@ -63,6 +63,22 @@ def check_publish_targets(
     return findings
 
 
+def check_setup_targets(reader: Any, setup: Any, *, horizon: int) -> list[Finding]:
+    """The same checks for a chap prediction setup (``chap_models.PredictionSetup``), its targets parsed
+    first: an unusable target is an error finding, and a setup without targets gives one ok finding."""
+    from .publish_targets import TargetError, parse_targets
+
+    try:
+        targets = parse_targets(setup.quantile_targets)
+    except TargetError as exc:
+        return [Finding("error", str(exc), exc.hint)]
+    if not targets:
+        return [Finding("ok", "no quantile targets in chap: nothing is published for this configured model")]
+    return check_publish_targets(
+        reader, targets, period_type=setup.period_type, horizon=horizon, org_units=setup.org_units
+    )
+
+
 def data_element_names(findings: Sequence[Finding]) -> dict[str, str]:
     """Target ("label -> id") -> the data element's DHIS2 name, from the findings."""
     return {f.target: f.name for f in findings if f.target and f.name}
