@@ -339,3 +339,25 @@ def test_the_report_reads_the_union_of_the_setting_and_the_target_quantiles():
     settings = SchedulerSettings(quantiles="0.1,0.5,0.9")
     assert report_quantiles(setup_with({"0.33": "X", "median": "Y"}), settings) == [0.1, 0.33, 0.5, 0.9]
     assert report_quantiles(setup_with({"p95": "X"}), settings) == [0.1, 0.5, 0.9]
+
+
+def test_dhis2_down_for_the_write_is_unreachable_with_a_fix():
+    from chap_scheduler_dagster.core.errors import Dhis2Unreachable
+
+    with respx.mock:
+        respx.post(DVS).mock(side_effect=httpx.ConnectError("connection refused"))
+        with Dhis2Writer(BASE, username="u", password="p") as w, pytest.raises(Dhis2Unreachable) as err:
+            w.post_data_values(b"{}", dry_run=True)
+    assert "could not reach DHIS2 at http://dhis2.test" in str(err.value) and "republish" in err.value.hint
+
+
+def test_a_failure_in_the_middle_of_the_import_says_what_was_written():
+    answers = [httpx.Response(200, json=OK)] * 4 + [httpx.Response(200, json=OK), httpx.Response(502, text="bad")]
+    with respx.mock:
+        route = respx.post(DVS).mock(side_effect=answers)
+        with pytest.raises(PublishFailed) as err:
+            publish(setup_with({"median": "deMed", "quantile_high": "deHigh"}), chunk_values=1)
+        flags = [c.request.url.params["dryRun"] for c in route.calls]
+    assert flags == ["true"] * 4 + ["false"] * 2
+    assert "HTTP 502" in str(err.value) and "1 of 4 requests were imported (values partly written)" in str(err.value)
+    assert "prediction_id: 42" in err.value.hint
