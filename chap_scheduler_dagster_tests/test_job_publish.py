@@ -267,3 +267,31 @@ def test_analytics_refresh_is_started_when_asked(sb, instance, monkeypatch):
     result, meta = run(sb, instance, "1")
     assert result.success and sb.analytics_runs == [{"lastYears": "1", "skipResourceTables": "true"}]
     assert "analytics table update was started" in meta["report"]
+
+
+def republish(sb, instance, key, prediction_id):
+    instance.add_dynamic_partitions(configured_models_partitions.name, [key])
+    result = publish_chap_forecast.execute_in_process(
+        partition_key=key, instance=instance, resources=resources(sb), raise_on_error=False,
+        run_config={"ops": {"republish_forecast": {"config": {"prediction_id": prediction_id}}}},
+    )
+    return result, latest(instance, report_asset_key, key)
+
+
+def test_republishing_fills_the_prediction_section_and_refuses_another_models_prediction(sb, instance):
+    with_outbreak_target(sb)
+    result, meta = run(sb, instance, "1")
+    assert result.success
+    pid = meta["prediction_id"]
+    sb.data_values.values.clear()
+    result, again = republish(sb, instance, "1", pid)
+    assert result.success, again["report"]
+    assert "Predicted periods:" in again["report"] and again["prediction_values"] == meta["prediction_values"]
+    assert again["publish_values"] == meta["publish_values"]  # the outbreak indicator too: periods are known
+    assert len(chap_posts(sb, "1")) == 1
+
+    result, wrong = republish(sb, instance, "2", pid)
+    assert not result.success and wrong["failed_step"] == "republish_forecast"
+    assert f"prediction {pid} belongs to configured model 1, not 2" in wrong["error"]
+    result, missing = republish(sb, instance, "1", 999)
+    assert not result.success and "chap has no prediction 999" in missing["error"]

@@ -95,6 +95,9 @@ def publish_prediction(
         p.outcome = "failed"
         hint = " ".join(h for h in (exc.hint, republish_hint(report.setup_id, prediction_id)) if h)
         raise PublishFailed(str(exc), hint=hint) from exc
+    except Exception:
+        p.outcome = "failed"
+        raise
     return p
 
 
@@ -120,8 +123,11 @@ def _publish(p: PublishReport, report: RunReport, setup: PredictionSetup, predic
             hint=first.fix,
         )
     indicator, indicator_q = None, None
-    if any(t.kind == "outbreak_indicator" for t in targets) and thresholds is not None:
-        indicator, indicator_q = _thresholds(p, thresholds, report, outbreak_quantile, log)
+    if any(t.kind == "outbreak_indicator" for t in targets):
+        if thresholds is None:
+            p.warnings.append("outbreak_indicator not published: no source of thresholds")
+        else:
+            indicator, indicator_q = _thresholds(p, thresholds, report, outbreak_quantile, log)
     started = time.perf_counter()
     spool = spool_forecast_values(
         rows, targets, chunk_values=chunk_values, spool_dir=spool_dir, indicator=indicator,

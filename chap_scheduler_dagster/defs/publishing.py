@@ -19,6 +19,7 @@ from ..core.outbreak import chap_thresholds
 from ..core.prediction_steps import PredictionRun, prediction_horizon
 from ..core.publish import publish_prediction, resolve_mode
 from ..core.report import RunReport
+from ..core.republish import load_prediction
 from ..settings import SchedulerSettings, get_settings
 from .assets import _key
 from .partitions import configured_models_partitions
@@ -193,6 +194,7 @@ def republish_forecast(context: dg.OpExecutionContext, config: RepublishConfig, 
     with report_step(context, run, "republish_forecast"):
         with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
             steps.connect(run, reader, chap, log=context.log.info)
+            load_prediction(run, chap, settings, config.prediction_id)
         _publish(context, run, dhis2, config.mode)
     run.report.succeed()
     materialize_report(context, run.report)
