@@ -295,3 +295,11 @@ def test_republishing_fills_the_prediction_section_and_refuses_another_models_pr
     assert f"prediction {pid} belongs to configured model 1, not 2" in wrong["error"]
     result, missing = republish(sb, instance, "1", 999)
     assert not result.success and "chap has no prediction 999" in missing["error"]
+
+
+def test_chap_forecast_counts_the_org_units_the_forecast_covers(sb, instance):
+    result, meta = run(sb, instance, "1")
+    forecast = latest(instance, chap_forecast_key, "1")
+    covered = {ou for (_, _, ou) in sb.data_values.values}
+    assert forecast["org_units"] == len(covered) == 9  # 12 minus one without geometry, minus two chap dropped
+    assert forecast["org_units_dropped_by_chap"] == 2

@@ -63,7 +63,8 @@ def chap_forecast_metadata(run: PredictionRun) -> dict[str, object]:
     metadata: dict[str, object] = {
         "prediction_id": r.prediction_id if r.prediction_id is not None else "",
         "predicted_periods": ", ".join(r.predicted_periods),
-        "org_units": r.org_unit_count or 0,
+        # covered = the configured model's org units minus those without geometry and those chap dropped
+        "org_units": max(0, (r.org_unit_count or 0) - len(r.org_units_without_geometry) - len(r.org_units_dropped_by_chap)),
         "org_units_dropped_by_chap": len(r.org_units_dropped_by_chap),
         "prediction_values": r.prediction_values or 0,
     }
