@@ -361,3 +361,25 @@ def test_a_failure_in_the_middle_of_the_import_says_what_was_written():
     assert flags == ["true"] * 4 + ["false"] * 2
     assert "HTTP 502" in str(err.value) and "1 of 4 requests were imported (values partly written)" in str(err.value)
     assert "prediction_id: 42" in err.value.hint
+
+
+def test_a_refused_stale_cell_delete_only_warns_after_a_complete_import():
+    class StaleReader(FakeReader):
+        def get(self, path, params=None):
+            if path == "/api/dataValueSets":
+                return {"dataValues": [{"dataElement": "deMed", "period": "202701", "orgUnit": "OU3", "value": "4"}]}
+            return super().get(path, params)
+
+    report = RunReport(setup_id="7", dhis2_url=BASE)
+    with respx.mock:
+        route = respx.post(DVS).mock(side_effect=lambda request: httpx.Response(403, json={"message": "no"})
+                                     if request.url.params["importStrategy"] == "DELETE"
+                                     else httpx.Response(200, json=OK))
+        with Dhis2Writer(BASE, username="u", password="p") as writer:
+            result = publish_prediction(report, setup_with({"median": "deMed"}, org_units=("OU1", "OU2", "OU3")), 42,
+                                        rows=rows_for(["OU1", "OU2"], ["202701"], None), reader=StaleReader(deMed=number("deMed")),
+                                        writer=writer, mode="on", horizon=3, chunk_values=1000, delete_stale=True)
+        strategies = [c.request.url.params["importStrategy"] for c in route.calls]
+    assert strategies == ["CREATE_AND_UPDATE", "CREATE_AND_UPDATE", "DELETE"]
+    assert result.outcome == "published" and result.stale_count == 1 and result.stale_cells == ["deMed 202701 OU3"]
+    assert any("stale cells not deleted" in w and "F_DATAVALUE_DELETE" in w for w in result.warnings)

@@ -146,11 +146,11 @@ def _publish(p: PublishReport, report: RunReport, setup: PredictionSetup, predic
         _dry_run(p, spool, writer, log)
         if mode == "dry-run":
             p.outcome, p.note = "dry run", "nothing written (dry-run mode)"
-            _stale(p, setup, spool, reader, writer, delete=False, log=log)
+            _stale_or_warn(p, setup, spool, reader, writer, delete=False, log=log)
             return
         _import(p, spool, writer, log)
         p.outcome = "published"
-        _stale(p, setup, spool, reader, writer, delete=delete_stale, log=log)
+        _stale_or_warn(p, setup, spool, reader, writer, delete=delete_stale, log=log)
     finally:
         spool.remove()
     if refresh_analytics:
@@ -238,6 +238,16 @@ def _thresholds(p: PublishReport, thresholds: Callable[[list[str]], Thresholds],
         p.warnings.append("outbreak_indicator not published: chap could not compute a threshold for any org unit")
         return None, None
     return (lambda ou, pe, value: outbreak_flag(table, ou, pe, value)), quantile
+
+
+def _stale_or_warn(p: PublishReport, setup: PredictionSetup, spool: SpooledValues, reader: Any, writer: Dhis2Writer,
+                   *, delete: bool, log: Log) -> None:
+    """Stale cells are housekeeping: the forecast is written either way, so a failure here only warns."""
+    try:
+        _stale(p, setup, spool, reader, writer, delete=delete, log=log)
+    except SchedulerError as exc:
+        p.warnings.append(f"stale cells not {'deleted' if delete else 'checked'}: {exc}" + (f" — {exc.hint}" if exc.hint else ""))
+        log(p.warnings[-1])
 
 
 def _stale(p: PublishReport, setup: PredictionSetup, spool: SpooledValues, reader: Any, writer: Dhis2Writer,
