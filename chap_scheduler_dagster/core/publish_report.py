@@ -70,7 +70,7 @@ def render_publish_section(p: PublishReport) -> list[str]:
     if p.values is not None:
         lines.append(
             f"- **Values:** {p.values:,} for {p.org_units or 0:,} org units × {len(p.periods)} periods"
-            f" ({', '.join(p.periods)}) in {p.chunks_total} request(s)"
+            f" ({_periods(p.periods)}) in {p.chunks_total} request(s)"
             + (f"; {p.zeros:,} zeros" if p.zeros else "")
         )
     if p.by_element_period:
@@ -116,3 +116,7 @@ def render_publish_section(p: PublishReport) -> list[str]:
 
 def _counts(c: ImportCounts) -> str:
     return f"imported {c.imported:,}, updated {c.updated:,}, ignored {c.ignored:,}, deleted {c.deleted:,}"
+
+
+def _periods(periods: list[str], limit: int = 6) -> str:
+    return ", ".join(periods) if len(periods) <= limit else f"{periods[0]}..{periods[-1]}"
