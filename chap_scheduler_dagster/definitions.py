@@ -9,6 +9,7 @@ from .defs.health import chap_scheduler_health, check_connections
 from .defs.jobs import dhis2_chap_prediction
 from .defs.notifications import notification_sensors, notify_channels_from_env
 from .defs.overview import chap_predictions_overview, overview_sensors
+from .defs.publishing import forecast_assets, publish_chap_forecast
 from .defs.resources import dhis2_resource_from_env
 from .defs.schedules import dhis2_chap_prediction_schedule
 from .defs.sensors import chap_sensors
@@ -23,8 +24,8 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 # and add it to ``schedules`` below.
 
 defs = dg.Definitions(
-    assets=[dhis2_chap_prediction_report, chap_predictions_overview, chap_scheduler_health],
-    jobs=[dhis2_chap_prediction, check_connections],
+    assets=[dhis2_chap_prediction_report, chap_predictions_overview, *forecast_assets, chap_scheduler_health],
+    jobs=[dhis2_chap_prediction, publish_chap_forecast, check_connections],
     schedules=[dhis2_chap_prediction_schedule],
     sensors=[*chap_sensors, *overview_sensors, *notification_sensors],
     resources={"dhis2": dhis2_resource_from_env(), "notify_channels": notify_channels_from_env()},

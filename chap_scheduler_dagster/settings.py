@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from functools import lru_cache
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field
@@ -51,6 +52,26 @@ class SchedulerSettings(BaseSettings):
         "row: 25 MB at 300k rows). Default: the system temporary directory.",
     )
     row_budget: int = Field(default=5_000_000, gt=0, description="Most analytics rows one run may fetch.")
+    # Publishing forecasts to DHIS2 (core/publish.py)
+    publish: Literal["on", "dry-run", "off"] = Field(
+        default="on",
+        description="Write chap's forecasts into the quantile targets' data elements after each prediction: "
+        "on (dry run, then import), dry-run (report what would be written), off.",
+    )
+    publish_chunk_values: int = Field(
+        default=10_000, ge=100, description="Most data values sent to DHIS2 in one dataValueSets request."
+    )
+    publish_delete_stale: bool = Field(
+        default=False,
+        description="Delete target cells in this forecast's periods that hold a value for an org unit this "
+        "forecast no longer covers (dry run first; needs the DHIS2 authority F_DATAVALUE_DELETE).",
+    )
+    outbreak_quantile: float = Field(
+        default=0.75, gt=0, lt=1, description="Forecast quantile compared with chap's threshold for outbreak_indicator."
+    )
+    refresh_analytics: bool = Field(
+        default=False, description="Start DHIS2's analytics table update (last years) after a real import."
+    )
     # Sensors and schedules
     discovery_interval_seconds: int = Field(default=300, ge=30)
     schedule_timezone: str = Field(default="UTC")

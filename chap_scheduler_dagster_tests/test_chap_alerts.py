@@ -98,7 +98,7 @@ def test_collect_only_for_setups_with_an_alert_policy_and_into_the_report():
 
     # The metadata the chap_forecast asset carries.
     forecast = forecast_alert_metadata(run.report.chap_alerts)
-    assert forecast["chap_alerts"] == 4 and isinstance(forecast["chap_alerts_table"], dg.MarkdownMetadataValue)
+    assert forecast["chap_alerts"] == 4 and "| action |" in forecast["chap_alerts_table"]
     assert forecast_alert_metadata(None) == {}
 
 

@@ -11,7 +11,8 @@ def test_definitions_load_and_names_hold(monkeypatch):
     deps = {n.node_name: [d.node_name for inp in n.input_dep_snaps for d in inp.upstream_output_snaps]
             for n in job.get_job_snapshot().dep_structure_snapshot.node_invocation_snaps}
     assert deps == {"probe_covariates": [], "fetch_analytics": ["probe_covariates"],
-                    "submit_prediction": ["fetch_analytics"], "await_prediction": ["submit_prediction"]}
+                    "submit_prediction": ["fetch_analytics"], "await_prediction": ["submit_prediction"],
+                    "publish_forecasts": ["await_prediction"]}
     assert isinstance(job.partitions_def, dg.DynamicPartitionsDefinition)
     assert job.partitions_def.name == "chap_configured_models"
     assert job.tags["chap_scheduler/dhis2"] == "default"

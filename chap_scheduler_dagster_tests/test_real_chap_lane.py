@@ -270,3 +270,53 @@ def test_real_chap_raises_alerts_for_a_setup_with_an_alert_policy_and_the_report
     finally:
         with httpx.Client(timeout=60, auth=AUTH) as dhis2:
             dhis2.patch(f"{lane.route}/v1/crud/prediction-setups/{setup_id}", json={"alertPolicyId": None})
+
+
+def test_a_real_prediction_is_published_into_dhis2_equal_to_chaps_entries(real_chap_lane, monkeypatch):
+    """publish_forecasts with the real chap: DHIS2 then holds exactly chap's prediction-entry values (1e-6),
+    and chap's real threshold endpoint gives the outbreak indicator's thresholds for the same prediction."""
+    import dagster as dg
+
+    from chap_scheduler_dagster.core.chap_client import ChapClient
+    from chap_scheduler_dagster.core.outbreak import chap_thresholds
+    from chap_scheduler_dagster.defs.assets import report_asset_key
+    from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
+    from chap_scheduler_dagster.defs.partitions import configured_models_partitions
+    from chap_scheduler_dagster.defs.resources import Dhis2Resource
+
+    lane = real_chap_lane
+    key = str(lane.seed["prediction_setup_id"])
+    monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.5")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(configured_models_partitions.name, [key])
+        result = dhis2_chap_prediction.execute_in_process(
+            partition_key=key, instance=instance,
+            resources={"dhis2": Dhis2Resource(base_url=lane.sandbox_url, username=AUTH[0], password=AUTH[1])},
+            run_config={"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}}, raise_on_error=False,
+        )
+        meta = {k: v.value for k, v in
+                instance.fetch_materializations(report_asset_key, limit=1).records[0].asset_materialization.metadata.items()}
+    assert result.success, f"{meta['report']}\n{_log_tails(lane.run_dir)}"
+    assert meta["publish_outcome"] == "published" and meta["publish_conflicts"] == 0
+    prediction_id = meta["prediction_id"]
+    targets = {float(t["quantile"]): t["dataElementId"]
+               for t in rc.fetch_sandbox_setup(httpx.Client(), lane.sandbox_url, SETUP_TO_MIRROR)["quantileTargets"]}
+    compared = 0
+    with httpx.Client(timeout=60, auth=AUTH) as dhis2:
+        for q, de in targets.items():
+            entries = dhis2.get(f"{lane.route}/v1/analytics/prediction-entry/{prediction_id}",
+                                params={"quantiles": str(q)}).json()
+            assert entries
+            periods = sorted({e["period"] for e in entries})
+            stored = dhis2.get(f"{lane.sandbox_url}/api/dataValueSets", params=[
+                ("dataElement", de), *[("period", p) for p in periods], ("orgUnit", "SandboxiaRt"),
+                ("children", "true")]).json()["dataValues"]
+            got = {(v["orgUnit"], v["period"]): float(v["value"]) for v in stored}
+            want = {(e["orgUnit"], e["period"]): float(e["value"]) for e in entries}
+            assert got.keys() == want.keys()
+            assert all(abs(got[k] - want[k]) <= 1e-6 for k in want), (got, want)
+            compared += len(want)
+    assert compared == meta["publish_values"]
+    with ChapClient(lane.sandbox_url, username=AUTH[0], password=AUTH[1]) as chap:
+        thresholds = chap_thresholds(chap, prediction_id, sorted({p for (_, p) in got}))
+    assert len(thresholds) == len(got) and all(v > 0 for v in thresholds.values())

@@ -344,7 +344,8 @@ def test_chap_system_info_and_setups(client, sb):
         "disease_cases": DE_CASES, "rainfall": DE_RAIN, "mean_temperature": DE_TEMP, "population": DE_POP}
     assert s1["orgUnits"] == sb.world.ou_ids and sb.world.no_geometry_ou in s1["orgUnits"]
     assert s1["startPeriod"] == P.format_id("month", sb.world.last_month - 59)
-    assert s1["quantileTargets"][0]["quantile"] == "0.5"
+    assert [t["quantile"] for t in s1["quantileTargets"]] == ["0.1", "0.5", "0.9"]
+    assert [t["quantile"] for t in s2["quantileTargets"]] == ["quantile_low", "median", "quantile_high"]
     assert s1["configuredModel"]["modelTemplate"]["target"] == "disease_cases"
     assert s1["alertPolicy"] is None and isinstance(s1["backtestId"], int)
     assert s2["periodType"] == "week" and s2["scheduleEnabled"] is False and s2["scheduleCronExpression"] is None

@@ -27,6 +27,9 @@ from .world import (
     DE_PRED_HIGH,
     DE_PRED_LOW,
     DE_PRED_MEDIAN,
+    DE_PRED_WEEKLY_HIGH,
+    DE_PRED_WEEKLY_LOW,
+    DE_PRED_WEEKLY_MEDIAN,
     DE_RAIN,
     DE_RAIN_GAPPY,
     DE_RAIN_WEEKLY,
@@ -159,7 +162,12 @@ class ChapStandIn:
         self.add_setup(
             id=1, name="Sandboxia monthly", periodType="month", startPeriod=m_start, orgUnits=all_ous,
             covariateSources=monthly_sources, scheduleCronExpression="0 6 * * 1", scheduleEnabled=True,
-            quantileTargets=[{"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN}],
+            # chap-core's vocabulary: numeric strings
+            quantileTargets=[
+                {"quantile": "0.1", "dataElementId": DE_PRED_LOW},
+                {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN},
+                {"quantile": "0.9", "dataElementId": DE_PRED_HIGH},
+            ],
         )
         self.add_setup(
             id=2, name="Sandboxia weekly", periodType="week", startPeriod=w_start, orgUnits=all_ous,
@@ -169,6 +177,12 @@ class ChapStandIn:
                 {"covariate": "mean_temperature", "dataElementId": DE_TEMP_WEEKLY},
             ],
             scheduleCronExpression=None, scheduleEnabled=False,
+            # the Modeling app's vocabulary: labels
+            quantileTargets=[
+                {"quantile": "quantile_low", "dataElementId": DE_PRED_WEEKLY_LOW},
+                {"quantile": "median", "dataElementId": DE_PRED_WEEKLY_MEDIAN},
+                {"quantile": "quantile_high", "dataElementId": DE_PRED_WEEKLY_HIGH},
+            ],
         )
         self.add_setup(
             id=3, name="Sandboxia gappy rainfall", periodType="month", startPeriod=m_start, orgUnits=all_ous,
@@ -227,6 +241,24 @@ class ChapStandIn:
             }
             self.setups[sid] = full
             return full
+
+    def add_prediction(self, n_periods: int = 3, period_type: str = "month", last_index: int | None = None,
+                       org_units: list[str] | None = None, setup_id: int | None = None) -> int:
+        """A finished prediction without a job run (benchmarks): forecasts after ``last_index``
+        (default: the month before the last complete one minus n_periods, so every period is past)."""
+        w = self.world
+        if last_index is None:
+            last_index = (w.last_month if period_type == "month" else w.last_week) - n_periods - 1
+        units = list(org_units or w.ou_ids)
+        job = Job(id=str(uuid.uuid4()), name="injected prediction", t0=time.monotonic() - 3600,
+                  start_time=_now_naive(), outcome="ok", error=None, setup_id=setup_id, org_units=units,
+                  n_periods=n_periods, ptype=period_type, last_index=last_index, first_index=last_index - 35,
+                  means={ou: 10.0 + i % 53 for i, ou in enumerate(units)}, features=[TARGET])
+        job.end_time = _now_naive()
+        with self.lock:
+            self._finalize(job)
+            self.jobs[job.id] = job
+        return job.prediction_id  # type: ignore[return-value]
 
     def remove_setup(self, setup_id: int) -> bool:
         with self.lock:
@@ -638,6 +670,8 @@ class ChapStandIn:
             job = self._prediction_entries.get(int(raw_pid))
             if job is None:
                 return _detail(404, "Prediction not found")
+            if getattr(self.faults, "chap_empty_prediction", False):
+                return _json(200, [])
             rows = []
             for ou in job.org_units:
                 mean = job.means.get(ou, 0.0)
@@ -647,6 +681,9 @@ class ChapStandIn:
                         rows.append({"orgUnit": ou, "period": period, "quantile": qv,
                                      "value": round(mean * (0.5 + qv) * (1 + 0.03 * k), 4)})
             return _json(200, rows)
+
+        if rest == ["analytics", "thresholds"] and method == "POST":
+            return self._thresholds(body)
 
         if rest[:2] == ["crud", "predictions"] and method == "GET":
             if len(rest) == 2:
@@ -683,6 +720,28 @@ class ChapStandIn:
                 "userOptionValues": {}, "additionalContinuousCovariates": [],
             }])
         return not_found
+
+    def _thresholds(self, body: bytes) -> Response:
+        """chap 2.5.1's POST /v1/analytics/thresholds (seasonal): one threshold per period x location."""
+        try:
+            req = orjson.loads(body or b"{}")
+            dataset_id, period_ids = int(req["datasetId"]), [str(p) for p in req["periodIds"]]
+        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError):
+            return _detail(422, [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}])
+        if getattr(self.faults, "chap_thresholds_fail", False):
+            return _detail(400, "Dataset has no complete year to compute a baseline from")
+        job = next((j for pid, j in self._prediction_entries.items() if 100 + pid == dataset_id), None)
+        if job is None:
+            return _detail(404, f"Dataset {dataset_id} has no disease_cases observations")
+        locations = req.get("locations") or list(job.org_units)
+        entries = []
+        for period in period_ids:
+            for i, ou in enumerate(locations):
+                mean = job.means.get(ou)
+                # Above the 0.75 forecast (mean x 1.25+) for every third org unit, below it for the rest.
+                value = None if mean is None else round(mean * (1.0 if i % 3 == 0 else 1.6), 4)
+                entries.append({"period": period, "location": ou, "values": [value]})
+        return _json(200, {"params": {"type": "seasonal", "stdMultiplier": 2.0}, "lines": [2.0], "entries": entries})
 
     def _jobs(self, method: str, rest: list[str], query: list[tuple[str, str]]) -> Response:
         if not rest and method == "GET":

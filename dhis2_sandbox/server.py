@@ -17,6 +17,7 @@ import orjson
 
 from . import analytics
 from .chap import ChapStandIn
+from .datavalues import DataValueStore
 from .world import ROOT_OU, World, utc_today
 
 JSON = "application/json;charset=UTF-8"
@@ -65,6 +66,10 @@ class Faults:
     html_next: int = 0
     chap_job: Literal["ok", "fail", "hang"] = "ok"
     route_down: bool = False
+    datavalues_fail_next: int = 0  # next N POST /api/dataValueSets answer 503 (HTML, like a proxy)
+    datavalues_write_status: int = 0  # every real (not dry-run) dataValueSets POST answers this status (0 = off)
+    chap_empty_prediction: bool = False  # chap's prediction-entry answers [] (a prediction without values)
+    chap_thresholds_fail: bool = False  # chap's POST /v1/analytics/thresholds answers 400 (no complete year)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def as_dict(self) -> dict:
@@ -79,16 +84,18 @@ class Faults:
             raise ValueError("chap_job must be one of ok, fail, hang")
         with self._lock:
             for k, v in data.items():
-                if k in ("fail_next", "html_next"):
+                if k in ("fail_next", "html_next", "datavalues_fail_next", "datavalues_write_status"):
                     v = int(v)
                 elif k == "slow_seconds":
                     v = float(v)
-                elif k == "route_down":
+                elif k in ("route_down", "chap_empty_prediction", "chap_thresholds_fail"):
                     v = bool(v)
                 setattr(self, k, v)
 
     def reset(self) -> None:
-        self.update({"slow_seconds": 0.0, "fail_next": 0, "html_next": 0, "chap_job": "ok", "route_down": False})
+        self.update({"slow_seconds": 0.0, "fail_next": 0, "html_next": 0, "chap_job": "ok", "route_down": False,
+                     "datavalues_fail_next": 0, "datavalues_write_status": 0, "chap_empty_prediction": False,
+                     "chap_thresholds_fail": False})
 
     def take(self, name: str) -> bool:
         with self._lock:
@@ -270,6 +277,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_json(200, [v for k in sorted(sb.chap.setups) if (v := sb.chap.setups.get(k))])
             return
+        if path == "/chap-predictions" and self.command == "POST":
+            try:
+                pid = sb.chap.add_prediction(**orjson.loads(body or b"{}"))
+            except (ValueError, TypeError) as exc:
+                self._send_json(400, {"error": str(exc)})
+                return
+            self._send_json(201, {"id": pid})
+            return
         if path.startswith("/chap-setups/") and self.command == "DELETE":
             sid = path.rsplit("/", 1)[1]
             ok = sid.isdigit() and sb.chap.remove_setup(int(sid))
@@ -329,6 +344,10 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[:1] == ["routes"]:
             self._routes(parts[1:], query, body, raw_query)
             return
+        if parts in (["dataValueSets"], ["dataValueSets.json"]) or (parts == ["resourceTables", "analytics"]
+                                                                     and method == "POST"):
+            self._data_values(parts, query, body)
+            return
         if method != "GET":
             self._send_json(405, web_message(405, "Method Not Allowed", f"Request method '{method}' is not supported"))
             return
@@ -338,7 +357,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"pong", "text/plain")
         elif parts == ["me"]:
             self._send_json(200, {"id": "M5zQapPyTZI", "username": sb.config.username, "name": "Sandbox Admin",
-                                  "displayName": "Sandbox Admin", "organisationUnits": [{"id": ROOT_OU}],
+                                  "displayName": "Sandbox Admin",
+                                  "organisationUnits": [{"id": u} for u in sb.capture_roots],
                                   "authorities": list(sb.user_authorities)})
         elif parts == ["analytics"] or parts == ["analytics.json"]:
             try:
@@ -350,10 +370,49 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts and parts[0] in ("organisationUnits", "organisationUnits.json", "organisationUnits.geojson"):
             self._org_units(parts, query)
         elif parts and parts[0] in ("dataElements", "dataElements.json"):
-            self._collection("dataElements", [d.metadata() for d in sb.world.data_elements.values()],
+            self._collection("dataElements", [sb.world.data_element_metadata(d) for d in sb.world.data_elements.values()],
                              parts[1:], query, "DataElement")
+        elif parts and parts[0] in ("dataSets", "dataSets.json"):
+            self._collection("dataSets", [sb.world.data_set_metadata(d) for d in sb.world.data_sets],
+                             parts[1:], query, "DataSet")
         else:
             self._send_json(404, web_message(404, "Not Found", f"No endpoint for /api/{'/'.join(parts)}"))
+
+    # -- data values -------------------------------------------------------------------------
+    def _data_values(self, parts: list[str], query, body: bytes) -> None:
+        sb = self.server.sandbox
+        q = dict(query)
+        if parts[0] == "resourceTables":
+            sb.analytics_runs.append(q)
+            self._send_json(200, {"httpStatus": "OK", "httpStatusCode": 200, "status": "OK",
+                                  "message": "Initiated ANALYTICS_TABLE", "response": {"jobType": "ANALYTICS_TABLE",
+                                                                                      "id": "sbxAnalytic1"}})
+            return
+        if self.command == "GET":
+            status, answer = sb.data_values.read(list(query), sb.capture_roots)
+            self._send_json(status, answer)
+            return
+        if self.command != "POST":
+            self._send_json(405, web_message(405, "Method Not Allowed", f"Request method '{self.command}' is not supported"))
+            return
+        if sb.faults.take("datavalues_fail_next"):
+            self._send(503, HTML_503, "text/html")
+            return
+        dry_run = q.get("dryRun", "false").lower() == "true"
+        status = sb.faults.datavalues_write_status
+        if status and not dry_run:
+            self._send_json(status, web_message(status, "Unauthorized" if status == 401 else "Error",
+                                                "Sandbox fault: the write was refused"))
+            return
+        try:
+            payload = orjson.loads(body or b"{}")
+        except orjson.JSONDecodeError:
+            self._send_json(400, web_message(400, "Bad Request", "Invalid JSON payload"))
+            return
+        strategy = q.get("importStrategy", "CREATE_AND_UPDATE").upper()
+        code, answer = sb.data_values.import_values(payload, dry_run=dry_run, strategy=strategy,
+                                                    capture_roots=sb.capture_roots, today=sb.world.today)
+        self._send_json(code, answer)
 
     # -- metadata collections ----------------------------------------------------------------
     def _org_units(self, parts: list[str], query) -> None:
@@ -387,7 +446,11 @@ class _Handler(BaseHTTPRequestHandler):
             fl = dict(query).get("fields")
             self._send_json(200, _select(u, _parse_fields(fl)) if fl else u)
             return
-        units = [w.root_unit()] + [w.district_unit(i) for i in range(w.n)]
+        ids = [v.split(":", 2)[2].strip("[]").split(",") for k, v in query if k == "filter" and v.startswith("id:in:")]
+        if ids:  # build only the units asked for (a national check asks for 10,000 in batches)
+            units = [u for uid in dict.fromkeys(ids[0]) if (u := w.unit(uid)) is not None]
+        else:
+            units = [w.root_unit()] + [w.district_unit(i) for i in range(w.n)]
         self._collection("organisationUnits", units, [], query, "OrganisationUnit", prefiltered_ids=True)
 
     def _collection(self, key: str, objs: list[dict], rest: list[str], query, type_name: str,
@@ -586,6 +649,9 @@ class Sandbox:
         self.chap = ChapStandIn(self.world, cfg.job_seconds, cfg.chap_api, self.faults,
                                 weekly_setup_weeks=cfg.weekly_setup_weeks)
         self.requests: list[tuple[str, str, int]] = []
+        self.data_values = DataValueStore(self.world)
+        self.capture_roots: list[str] = [ROOT_OU]  # the user's data capture org units
+        self.analytics_runs: list[dict] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._http = None

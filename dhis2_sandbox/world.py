@@ -29,6 +29,16 @@ DE_HUMID = "deHumidMon1"  # monthly relative humidity (%), the 5th covariate of 
 DE_PRED_LOW = "dePredLow01"  # quantile targets (no data)
 DE_PRED_MEDIAN = "dePredMed01"
 DE_PRED_HIGH = "dePredHig01"
+DE_PRED_MID_LOW = "dePredMLo01"
+DE_PRED_MID_HIGH = "dePredMHi01"
+DE_PRED_WEEKLY_LOW = "dePredWkLo1"  # weekly quantile targets (label vocabulary), in no data set
+DE_PRED_WEEKLY_MEDIAN = "dePredWkMd1"
+DE_PRED_WEEKLY_HIGH = "dePredWkHi1"
+DE_PRED_INTEGER = "dePredInt01"  # INTEGER value type: decimals are refused (E7619)
+DE_PRED_SHORT = "dePredShrt1"  # in a data set with openFuturePeriods 1 (E7641 past the first period)
+DE_PRED_NOZERO = "dePredNoZr1"  # zeroIsSignificant false: zeros are not stored
+DS_FORECASTS = "dsForecast1"  # monthly data set of the monthly targets, openFuturePeriods 12
+DS_SHORT = "dsShortFut1"  # monthly data set with openFuturePeriods 1
 
 ROOT_OU = "SandboxiaRt"  # the country, level 1
 COUNTRY_NAME = "Sandboxia"
@@ -50,9 +60,13 @@ class DataElement:
     last: int  # last native period index with data (first > last: no data at all)
     hole_until: int | None = None  # native indices < this have ~1% random holes
     gap_period: int | None = None  # one native period missing in every district
+    zero_is_significant: bool = False
+    value_type_override: str | None = None
 
     @property
     def value_type(self) -> str:
+        if self.value_type_override:
+            return self.value_type_override
         return "INTEGER" if self.integer else "NUMBER"
 
     def metadata(self) -> dict:
@@ -66,6 +80,7 @@ class DataElement:
             "aggregationType": "SUM" if self.agg == "sum" else "AVERAGE",
             "domainType": "AGGREGATE",
             "periodType": {"month": "Monthly", "week": "Weekly", "year": "Yearly"}[self.period_type],
+            "zeroIsSignificant": self.zero_is_significant,
         }
 
 
@@ -171,8 +186,45 @@ class World:
             DataElement(DE_PRED_LOW, "Sandbox predicted cases (low)", "month", "none", "sum", False, 0, 1, 0),
             DataElement(DE_PRED_MEDIAN, "Sandbox predicted cases (median)", "month", "none", "sum", False, 0, 1, 0),
             DataElement(DE_PRED_HIGH, "Sandbox predicted cases (high)", "month", "none", "sum", False, 0, 1, 0),
+            DataElement(DE_PRED_MID_LOW, "Sandbox predicted cases (mid low)", "month", "none", "sum", False, 0, 1, 0),
+            DataElement(DE_PRED_MID_HIGH, "Sandbox predicted cases (mid high)", "month", "none", "sum", False, 0, 1,
+                        0),
+            DataElement(DE_PRED_WEEKLY_LOW, "Sandbox predicted cases weekly (low)", "week", "none", "sum", False, 0,
+                        1, 0),
+            DataElement(DE_PRED_WEEKLY_MEDIAN, "Sandbox predicted cases weekly (median)", "week", "none", "sum",
+                        False, 0, 1, 0),
+            DataElement(DE_PRED_WEEKLY_HIGH, "Sandbox predicted cases weekly (high)", "week", "none", "sum", False,
+                        0, 1, 0),
+            DataElement(DE_PRED_INTEGER, "Sandbox predicted cases (integer)", "month", "none", "sum", True, 0, 1, 0),
+            DataElement(DE_PRED_SHORT, "Sandbox predicted cases (short data set)", "month", "none", "sum", False, 0,
+                        1, 0),
+            DataElement(DE_PRED_NOZERO, "Sandbox predicted cases (zeros dropped)", "month", "none", "sum", False, 0,
+                        1, 0),
         ]
         self.data_elements: dict[str, DataElement] = {d.id: d for d in des}
+        for d in des:
+            # Forecast targets store zeros (a 0 forecast is information), except the one built to show why.
+            d.zero_is_significant = d.kind == "none" and d.id != DE_PRED_NOZERO
+        self.data_sets: list[dict] = [
+            {"id": DS_FORECASTS, "name": "Sandbox forecasts (monthly)", "periodType": "Monthly",
+             "openFuturePeriods": 12, "elements": [DE_PRED_LOW, DE_PRED_MID_LOW, DE_PRED_MEDIAN, DE_PRED_MID_HIGH, DE_PRED_HIGH,
+                          DE_PRED_NOZERO]},
+            {"id": DS_SHORT, "name": "Sandbox short forecasts", "periodType": "Monthly", "openFuturePeriods": 1,
+             "elements": [DE_PRED_SHORT]},
+        ]
+
+    def data_set_metadata(self, ds: dict) -> dict:
+        return {"id": ds["id"], "name": ds["name"], "displayName": ds["name"], "periodType": ds["periodType"],
+                "openFuturePeriods": ds["openFuturePeriods"],
+                "dataSetElements": [{"dataElement": {"id": e}} for e in ds["elements"]]}
+
+    def data_element_metadata(self, de: DataElement) -> dict:
+        meta = de.metadata()
+        meta["dataSetElements"] = [
+            {"dataSet": {k: v for k, v in self.data_set_metadata(ds).items() if k != "dataSetElements"}}
+            for ds in self.data_sets if de.id in ds["elements"]
+        ]
+        return meta
 
     # ------------------------------------------------------------------------------------
     # org units

@@ -28,6 +28,14 @@ EXPECTED = {
     "4": ("succeeded", "yearly model"),
     "5": ("succeeded", "five covariates: the national benchmark's shape, at sandbox size"),
 }
+# What publishing to DHIS2 does for each (the "DHIS2 import" section of its report).
+EXPECTED_PUBLISH = {
+    "1": "published",  # numeric targets "0.1", "0.5", "0.9"
+    "2": "published",  # the Modeling app's labels quantile_low, median, quantile_high
+    "3": None,  # no prediction, nothing to publish
+    "4": "nothing published",  # no quantileTargets
+    "5": "nothing published",
+}
 
 
 def main(mode: str) -> int:
@@ -60,6 +68,7 @@ def main(mode: str) -> int:
             print(answer.stderr[-3000:], file=sys.stderr)
             return answer.returncode
         mismatches = _check(answer.stdout)
+        mismatches += _check_publish(reports)
         print(f"\nDone in {time.monotonic() - started:.1f} s. Reports: {reports}/<id>.md, and in the UI "
               f"(scripts/quickstart.sh ui) under Assets > dhis2_chap_prediction_report > Partitions.")
         return 1 if mismatches or check.returncode else 0
@@ -71,6 +80,23 @@ def _check(stdout: str) -> list[str]:
         line = next((l for l in stdout.splitlines() if l.startswith(f"configured model {key}:")), "")
         ok = f": {expected.upper()}" in line
         print(f"  {'ok  ' if ok else 'FAIL'} model {key} {expected:9} — {what}")
+        if not ok:
+            mismatches.append(key)
+    return mismatches
+
+
+def _check_publish(reports: Path) -> list[str]:
+    """Print what each run wrote into DHIS2, from the report's "DHIS2 import" section."""
+    print("\nPublished to DHIS2:")
+    mismatches = []
+    for key, expected in EXPECTED_PUBLISH.items():
+        path = reports / f"{key}.md"
+        text = path.read_text() if path.exists() else ""
+        section = text.split("## DHIS2 import", 1)[1] if "## DHIS2 import" in text else ""
+        outcome = next((l.split(":**", 1)[1].strip() for l in section.splitlines() if l.startswith("- **Outcome:**")), None)
+        counts = next((l.split(":**", 1)[1].strip() for l in section.splitlines() if l.startswith("- **Imported:**")), "")
+        ok = (outcome is None) if expected is None else bool(outcome and outcome.startswith(expected))
+        print(f"  {'ok  ' if ok else 'FAIL'} model {key}: {outcome or 'not reached'}" + (f" — {counts}" if counts else ""))
         if not ok:
             mismatches.append(key)
     return mismatches

@@ -195,20 +195,13 @@ def collect_alerts(run: Any, chap: Any, reader: Any | None, *, log: Callable[[st
     log(f"chap alerts for prediction {report.prediction_id}: {summary.one_line()}")
 
 
-def forecast_alert_metadata(summary: AlertsSummary | None) -> dict[str, str | int]:
-    """Metadata for the ``chap_forecast`` asset: the alert counts and, as markdown, the alerts table.
-
-    Empty when the setup has no alert policy. The coordinator wires this into the asset.
-    """
+def forecast_alert_metadata(summary: AlertsSummary | None) -> dict[str, Any]:
+    """Metadata for the ``chap_forecast`` asset: the alert counts, and the alerts table as markdown text
+    under ``chap_alerts_table`` (the Dagster shell wraps it). Empty when the setup has no alert policy."""
     if summary is None:
         return {}
     values: dict[str, Any] = dict(summary.metadata())
-    try:
-        import dagster as dg  # the core stays importable without Dagster; only this helper wants it
-
-        values["chap_alerts_table"] = dg.MetadataValue.md("\n".join(render_alerts_section(summary)).strip() + "\n")
-    except ImportError:  # pragma: no cover - Dagster is always installed with this package
-        pass
+    values["chap_alerts_table"] = "\n".join(render_alerts_section(summary)).strip() + "\n"
     return values
 
 

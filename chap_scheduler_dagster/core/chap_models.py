@@ -72,6 +72,14 @@ class PredictionSetup(_Wire):
     schedule_enabled: bool = Field(default=False, alias="scheduleEnabled")
     quantile_targets: list[QuantileTarget] = Field(default_factory=list, alias="quantileTargets")
 
+    @field_validator("quantile_targets", mode="before")
+    @classmethod
+    def _targets_dict_form(cls, raw: object) -> object:
+        # The Modeling app's reader also accepts {label: dataElementId}; tolerate it (core/publish_targets.py).
+        if isinstance(raw, dict):
+            return [{"quantile": str(k), "dataElementId": str(v)} for k, v in raw.items()]
+        return raw or []
+
     @field_validator("org_units")
     @classmethod
     def _unique_org_units(cls, units: list[str]) -> list[str]:
@@ -119,12 +127,17 @@ class PredictionSummary:
     values: int = 0
     periods: set[str] = field(default_factory=set)
     median_by_period: dict[str, float] = field(default_factory=dict)
+    # quantile -> period -> forecast summed over org units (the chap_forecast asset's table)
+    sum_by_quantile: dict[float, dict[str, float]] = field(default_factory=dict)
 
     def add(self, entries: list[dict], quantile: float) -> None:
         self.values += len(entries)
         is_median = abs(quantile - 0.5) < 1e-9
+        sums = self.sum_by_quantile.setdefault(quantile, {})
         for entry in entries:
             period = entry["period"]
             self.periods.add(period)
+            if entry.get("value") is not None:
+                sums[period] = sums.get(period, 0.0) + float(entry["value"])
             if is_median:
                 self.median_by_period[period] = self.median_by_period.get(period, 0.0) + float(entry["value"])

@@ -43,6 +43,8 @@ class PredictionRun:
     body_bytes: int | None = None
     job_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    # quantile -> DHIS2 period -> forecast summed over org units (for the chap_forecast asset)
+    forecast_sums: dict[float, dict[str, float]] = field(default_factory=dict)
 
     def require_setup(self) -> PredictionSetup:
         if self.setup is None:
@@ -228,11 +230,12 @@ def await_prediction(
         raise chap.job_failure_text(run.job_id, status)
     info = chap.prediction_result(run.job_id)
     run.report.prediction_id = info.id
-    summary = chap.summarize_prediction(info.id, settings.quantile_list())
+    summary = chap.summarize_prediction(info.id, report_quantiles(setup, settings))
     # chap pads weekly ids (2027W01); the report speaks DHIS2 (2027W1).
     periods = sorted(summary.periods, key=calendar_order)
     run.report.prediction_values = summary.values
     run.report.predicted_periods = [dhis2_id(p) for p in periods]
+    run.forecast_sums = {q: {dhis2_id(p): v for p, v in sums.items()} for q, sums in summary.sum_by_quantile.items()}
     run.report.median_by_period = {
         dhis2_id(p): summary.median_by_period[p] for p in periods if p in summary.median_by_period
     }
@@ -243,3 +246,15 @@ def await_prediction(
         f"prediction {info.id}: {summary.values:,} values for {len(periods)} periods"
         + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units" if run.report.org_units_dropped_by_chap else "")
     )
+
+
+def report_quantiles(setup: PredictionSetup, settings: SchedulerSettings) -> list[float]:
+    """CHAP_SCHEDULER_QUANTILES and the quantiles the setup's targets name (unusable targets are
+    reported by publish_forecasts, not here)."""
+    from .publish_targets import TargetError, parse_targets, target_quantiles
+
+    try:
+        named = target_quantiles(parse_targets(setup.quantile_targets))
+    except TargetError:
+        named = []
+    return sorted({round(q, 6) for q in settings.quantile_list()} | set(named))

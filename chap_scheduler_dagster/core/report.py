@@ -10,11 +10,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from .chap_alerts import AlertsSummary, render_alerts_section
 from .errors import Rejection, SchedulerError
 from .periods import calendar_order, dhis2_id
+
+if TYPE_CHECKING:
+    from .publish_report import PublishReport
 
 Status = Literal["running", "succeeded", "failed", "skipped"]
 
@@ -74,6 +77,8 @@ class RunReport:
     median_by_period: dict[str, float] = field(default_factory=dict)
     # chap's own outbreak alerts (setups with an alert policy only)
     chap_alerts: AlertsSummary | None = None
+    # Publishing to DHIS2 (core/publish.py); None until publish_forecasts runs
+    publish: PublishReport | None = None
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -123,6 +128,8 @@ class RunReport:
         }
         if self.chap_alerts is not None:
             values.update(self.chap_alerts.metadata())
+        if self.publish is not None:
+            values.update(self.publish.metadata())
         return {k: v for k, v in values.items() if v is not None}
 
     def markdown(self) -> str:
@@ -214,6 +221,10 @@ def render_markdown(r: RunReport) -> str:
             lines += ["", "| period | median forecast, summed over org units |", "|---|---:|"]
             lines += [f"| {p} | {v:,.1f} |" for p, v in r.median_by_period.items()]
     lines += render_alerts_section(r.chap_alerts)
+    if r.publish is not None:
+        from .publish_report import render_publish_section
+
+        lines += render_publish_section(r.publish)
     return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ import dagster as dg
 from ..settings import get_settings
 from .ops import await_prediction, fetch_analytics, probe_covariates, submit_prediction
 from .partitions import configured_models_partitions
+from .publishing import publish_forecasts
 
 # The queued run coordinator limits concurrent runs per value of this tag (dagster.yaml).
 DHIS2_TAG = "chap_scheduler/dhis2"
@@ -24,4 +25,4 @@ MAX_RUNTIME_TAG = "dagster/max_runtime"
     description="Run one chap configured model (partition = chap id) from DHIS2 data to a finished prediction.",
 )
 def dhis2_chap_prediction() -> None:
-    await_prediction(submit_prediction(fetch_analytics(probe_covariates())))
+    publish_forecasts(await_prediction(submit_prediction(fetch_analytics(probe_covariates()))))

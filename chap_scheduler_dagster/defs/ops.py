@@ -13,7 +13,7 @@ from ..core.prediction_steps import PredictionRun
 from ..core.report import RunReport
 from ..core.run_window import parse_window_request
 from ..settings import get_settings
-from .reporting import materialize_report, report_step
+from .reporting import report_step
 from .resources import Dhis2Resource
 
 
@@ -75,8 +75,8 @@ def submit_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2:
     return run
 
 
-@dg.op(description="Wait for chap's job, read the prediction and its values, and write the run report.")
-def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> None:
+@dg.op(description="Wait for chap's job and read the prediction and its values.")
+def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> PredictionRun:
     settings = get_settings()
     with report_step(context, run, "await_prediction"), dhis2.chap(settings) as chap:
         try:
@@ -86,5 +86,5 @@ def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: 
             raise
         with dhis2.reader(settings) as reader:
             collect_alerts(run, chap, reader, log=context.log.info)  # never raises: a note at worst
-    run.report.succeed()
-    materialize_report(context, run.report)
+    # The success report is written by the last op, publish_forecasts (defs/publishing.py).
+    return run
