@@ -23,7 +23,8 @@ no credentials -> 302 to ``/dhis-web-login/``, wrong ones -> 401 WebMessage):
 * ``/api/routes`` and ``/api/routes/chap/run/<chap path>`` -> the built-in chap-core 2.5.1 stand-in
   (or ``chap_url``); the stand-in is also reachable without auth at ``/__sandbox/chap/<chap path>``
 * control (no auth): ``GET|POST /__sandbox/faults``, ``POST /__sandbox/reset``,
-  ``GET|POST /__sandbox/chap-setups``, ``DELETE /__sandbox/chap-setups/{id}``, ``GET /__sandbox/world``
+  ``GET|POST /__sandbox/chap-setups``, ``DELETE /__sandbox/chap-setups/{id}``, ``GET /__sandbox/world``,
+  ``POST /__sandbox/data-values`` (``{"dataElement", "period", "orgUnit", "value"}``: change one value)
 
 Extra ``SandboxConfig`` knobs: ``today`` (pin the world's "today"), ``max_url_length`` (answer 414 past a
 proxy-like URL limit), ``weekly_setup_weeks`` (how far back weekly setup 2 starts).

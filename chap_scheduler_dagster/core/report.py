@@ -71,6 +71,10 @@ class RunReport:
     predicted_periods: list[str] = field(default_factory=list)
     org_units_dropped_by_chap: list[str] = field(default_factory=list)
     median_by_period: dict[str, float] = field(default_factory=dict)
+    # Inputs fingerprint (core.fingerprint); on a skip, the prediction that stays current
+    fingerprint: str | None = None
+    current_prediction_id: str | None = None
+    current_prediction_run_id: str | None = None
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -81,6 +85,12 @@ class RunReport:
             self.error = f"{type(exc).__name__}: {self.error}"
         self.hint = getattr(exc, "hint", "") or None
         self.rejection = getattr(exc, "rejection", None)
+        self.finish()
+
+    def skip(self, reason: str, hint: str | None = None) -> None:
+        """Nothing to do (e.g. inputs unchanged): not a failure; ``error`` carries the reason."""
+        self.status = "skipped"
+        self.error, self.hint = reason, hint
         self.finish()
 
     def succeed(self) -> None:
@@ -115,6 +125,9 @@ class RunReport:
             "prediction_values": self.prediction_values,
             "duration_seconds": round(self.duration_seconds, 2),
             "run_id": self.run_id,
+            "fingerprint": self.fingerprint,
+            "current_prediction_id": self.current_prediction_id,
+            "current_prediction_run_id": self.current_prediction_run_id,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -189,8 +202,12 @@ def render_markdown(r: RunReport) -> str:
             longest = f" (longest URL {r.longest_url:,} bytes)" if r.longest_url is not None else ""
             lines.append(f"- **Analytics requests:** {r.analytics_requests}{longest}")
         _opt(lines, "Request body", f"{r.body_bytes / 1e6:.1f} MB" if r.body_bytes else None)
-    if r.n_periods is not None or r.job_id:
+        _opt(lines, "Inputs fingerprint", f"`{r.fingerprint}`" if r.fingerprint else None)
+    if r.n_periods is not None or r.job_id or r.current_prediction_id:
         lines += ["", "## Prediction", ""]
+        if r.current_prediction_id:
+            run = f" (run `{r.current_prediction_run_id}`)" if r.current_prediction_run_id else ""
+            lines.append(f"- **Current prediction (unchanged, nothing sent to chap):** {r.current_prediction_id}{run}")
         if r.n_periods is not None:
             lines.append(f"- **Periods predicted (nPeriods):** {r.n_periods}" + (f" — {r.n_periods_how}" if r.n_periods_how else ""))
         _opt(lines, "Job", f"`{r.job_id}`" if r.job_id else None)
