@@ -22,6 +22,8 @@ class OverviewRow:
     prediction_id: str = ""
     run_id: str = ""
     deleted: bool = False  # no longer configured in chap (partition removed)
+    next_run: datetime | None = None  # next scheduled run (core.next_due), UTC
+    next_by: str = ""  # what fires it: chap's cron or an operator schedule
 
 
 def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
@@ -53,8 +55,8 @@ def render_overview(
         lines.append("No configured model is known yet. The discovery sensor adds chap's configured models.")
         return "\n".join(lines) + "\n"
     lines += [
-        "| model | status | when (UTC) | failed step | prediction id | run |",
-        "|---|---|---|---|---|---|",
+        "| model | status | when (UTC) | failed step | prediction id | run | next run (UTC) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         model = f"{row.setup_id}" + (f" — {_cell(row.name)}" if row.name else "")
@@ -63,8 +65,9 @@ def render_overview(
         status = _status(row)
         when = row.when.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if row.when else ""
         run = f"[{row.run_id[:8]}](/runs/{row.run_id})" if row.run_id else ""
+        nxt = f"{row.next_run.astimezone(UTC).strftime('%Y-%m-%d %H:%M')} ({_cell(row.next_by)})" if row.next_run else ""
         lines.append(
-            f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} |"
+            f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} | {nxt} |"
         )
     failures = [r for r in rows if r.status in ("failed", "skipped") and r.error and not r.deleted]
     if failures:

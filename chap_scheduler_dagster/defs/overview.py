@@ -26,6 +26,7 @@ from ..settings import get_settings
 from .assets import report_asset_key
 from .reporting import report_materialization
 from .jobs import dhis2_chap_prediction
+from .next_due import scheduled_next_runs
 from .partitions import configured_models_partitions
 
 OVERVIEW_NAME = "chap_predictions_overview"
@@ -99,6 +100,9 @@ def overview_materialization(
     rows = latest_report_rows(instance, known)
     if names:
         rows = [replace(r, name=names[r.setup_id]) if not r.name and r.setup_id in names else r for r in rows]
+    upcoming = scheduled_next_runs(instance, [r.setup_id for r in rows if not r.deleted])
+    rows = [replace(r, next_run=upcoming[r.setup_id].at, next_by=upcoming[r.setup_id].by) if r.setup_id in upcoming
+            else r for r in rows]
     text = render_overview(
         rows, location=settings.location_name, dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", ""))
     )

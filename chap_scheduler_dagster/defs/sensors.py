@@ -15,10 +15,14 @@ from pydantic import ValidationError
 
 from ..core.chap_models import PredictionSetup
 from ..core.chap_schedules import diff_partitions, dump_cursor, parse_cursor, plan_chap_cron
+from ..core.double_runs import MODEL_TICK_TAG, model_tick
 from ..core.errors import SchedulerError, redact_url
+from ..core.next_due import soonest
 from ..core.report import RunReport
 from ..settings import get_settings
 from .jobs import dhis2_chap_prediction
+from .next_due import chap_crons, scheduled_next_runs
+from .one_run_per_tick import runs_at_tick
 from .overview import overview_materialization
 from .partitions import configured_models_partitions
 from .reporting import report_materialization
@@ -116,9 +120,16 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
     needed = [d.partition_key for d in plan.due] + [str(b.setup_id) for b in plan.newly_bad]
     missing = sorted({k for k in needed if k not in known}, key=int)
 
+    # One run per model per minute: an operator schedule may already have run it at this minute.
+    already = runs_at_tick(context.instance, {d.partition_key: model_tick(d.partition_key, d.tick) for d in plan.due})
+    for key, run_id in already.items():
+        context.log.info(f"configured model {key}: already run at this minute by run {run_id}; not launched again")
+    plan.due = [d for d in plan.due if d.partition_key not in already]
+
     run_requests = []
     for due in plan.due:
-        tags = {TRIGGER_TAG: "chap-cron", "chap_scheduler/cron": due.cron, "chap_scheduler/cron_tick": due.tick_iso}
+        tags = {TRIGGER_TAG: "chap-cron", "chap_scheduler/cron": due.cron, "chap_scheduler/cron_tick": due.tick_iso,
+                MODEL_TICK_TAG: model_tick(due.partition_key, due.tick)}
         if due.catch_up:
             tags["chap_scheduler/catch_up"] = "true"
         run_requests.append(dg.RunRequest(partition_key=due.partition_key, run_key=due.run_key, tags=tags))
@@ -144,12 +155,19 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
         report.finish()
         asset_events.append(report_materialization(report))
 
+    # What is due next, from chap's crons (this tick's cursor) and the operator schedule if it is on.
+    upcoming = soonest(scheduled_next_runs(
+        context.instance, [str(s.id) for s in setups], crons=chap_crons(plan.cursor),
+        names={str(s.id): s.name for s in setups}, now=now(),
+    ))
+    next_text = f"next due: {upcoming.describe()}" if upcoming else "next due: nothing is scheduled"
+    context.log.info(next_text)
     return dg.SensorResult(
         run_requests=run_requests,
         cursor=dump_cursor(plan.cursor),
         dynamic_partitions_requests=[configured_models_partitions.build_add_request(missing)] if missing else [],
         asset_events=asset_events,
-        skip_reason=None if run_requests else plan.summary(),
+        skip_reason=None if run_requests else f"{plan.summary()}; {next_text}",
     )
 
 
