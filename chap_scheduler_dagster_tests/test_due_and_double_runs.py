@@ -73,6 +73,8 @@ def test_overview_shows_each_models_next_run():
     assert "| next run (UTC) |" in text
     assert "| 1 | never run |  |  |  |  | 2026-11-30 06:00 (chap cron '0 6 * * 1') |" in text
     assert "| 2 | never run |  |  |  |  |  |" in text
+    # Nothing scheduled at all: no empty column.
+    assert "next run" not in render_overview([OverviewRow(setup_id="2")], generated_at=SUNDAY)
 
 
 def test_overview_reads_next_runs_from_the_chap_schedule_sensors_cursor(instance, monkeypatch):

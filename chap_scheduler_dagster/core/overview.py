@@ -55,9 +55,13 @@ def render_overview(
         lines.append("No configured model is known yet. The discovery sensor adds chap's configured models.")
         return "\n".join(lines) + "\n"
     lines += [
-        "| model | status | when (UTC) | failed step | prediction id | run | next run (UTC) |",
-        "|---|---|---|---|---|---|---|",
+        "| model | status | when (UTC) | failed step | prediction id | run |",
+        "|---|---|---|---|---|---|",
     ]
+    # The next-run column only when something is scheduled (core.next_due).
+    scheduled = any(row.next_run for row in rows)
+    if scheduled:
+        lines[-2:] = [lines[-2] + " next run (UTC) |", lines[-1] + "---|"]
     for row in rows:
         model = f"{row.setup_id}" + (f" — {_cell(row.name)}" if row.name else "")
         if row.deleted:
@@ -65,10 +69,11 @@ def render_overview(
         status = _status(row)
         when = row.when.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if row.when else ""
         run = f"[{row.run_id[:8]}](/runs/{row.run_id})" if row.run_id else ""
-        nxt = f"{row.next_run.astimezone(UTC).strftime('%Y-%m-%d %H:%M')} ({_cell(row.next_by)})" if row.next_run else ""
-        lines.append(
-            f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} | {nxt} |"
-        )
+        line = f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} |"
+        if scheduled:
+            nxt = f"{row.next_run.astimezone(UTC).strftime('%Y-%m-%d %H:%M')} ({_cell(row.next_by)})" if row.next_run else ""
+            line += f" {nxt} |"
+        lines.append(line)
     failures = [r for r in rows if r.status in ("failed", "skipped") and r.error and not r.deleted]
     if failures:
         lines += ["", "## Why", ""]
