@@ -94,6 +94,7 @@ SETUPS = [setup(1, "0 6 * * 1"), setup(2, None, False), setup(3, "0 6 * * *", en
 def test_model_tick_is_per_minute():
     assert model_tick("3", MONDAY_6) == "3@2026-11-23T06:00Z"
     assert model_tick("3", MONDAY_6.replace(second=41)) == model_tick("3", MONDAY_6)
+    assert model_tick("3", MONDAY_6, "sierra_leone") == "sierra_leone/3@2026-11-23T06:00Z"  # ids repeat per DHIS2
 
 
 def test_chap_cron_only_when_usable():

@@ -9,7 +9,7 @@ schedule. The rule (also in the README's Scale section):
 - ``=all``: an operator schedule runs every model, except one whose chap cron also falls
   on that very minute: that minute belongs to chap's cron (the sensor launches it).
 - Whatever the setting, every scheduled run carries the tag ``chap_scheduler/model_tick``
-  = ``<model>@<UTC minute>``; the sensor and the schedules launch nothing for a model and
+  = ``[<location>/]<model>@<UTC minute>``; the sensor and the schedules launch nothing for a model and
   minute that already has a run with that tag (this also covers a schedule that could not
   read chap's schedules and so ran every model).
 
@@ -37,9 +37,9 @@ def tick_minute(tick: datetime) -> str:
     return tick.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
-def model_tick(partition_key: str, tick: datetime) -> str:
-    """The value of :data:`MODEL_TICK_TAG`: one model at one minute."""
-    return f"{partition_key}@{tick_minute(tick)}"
+def model_tick(partition_key: str, tick: datetime, location: str = "") -> str:
+    """The value of :data:`MODEL_TICK_TAG`: one model at one minute (of one DHIS2: ids repeat across them)."""
+    return f"{location + '/' if location else ''}{partition_key}@{tick_minute(tick)}"
 
 
 def chap_cron(setup: ScheduledSetup, tz: str) -> str | None:

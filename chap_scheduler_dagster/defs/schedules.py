@@ -77,7 +77,7 @@ def build_prediction_schedule(
             tick=when,
             tz=settings.schedule_timezone,
             scope=settings.operator_schedule_covers,
-            already_run=runs_at_tick(context.instance, {k: model_tick(k, when) for k in keys}),
+            already_run=runs_at_tick(context.instance, {k: model_tick(k, when, settings.location_name) for k in keys}),
             unreadable=setups if isinstance(setups, str) else "",
         )
         if plan.summary():
@@ -92,7 +92,7 @@ def build_prediction_schedule(
                 tags={
                     TRIGGER_TAG: f"schedule:{name}",
                     "chap_scheduler/scheduled_tick": tick,
-                    MODEL_TICK_TAG: model_tick(key, when),
+                    MODEL_TICK_TAG: model_tick(key, when, settings.location_name),
                 },
             )
             for key in plan.run

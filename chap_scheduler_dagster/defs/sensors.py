@@ -121,7 +121,7 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
     missing = sorted({k for k in needed if k not in known}, key=int)
 
     # One run per model per minute: an operator schedule may already have run it at this minute.
-    already = runs_at_tick(context.instance, {d.partition_key: model_tick(d.partition_key, d.tick) for d in plan.due})
+    already = runs_at_tick(context.instance, {d.partition_key: model_tick(d.partition_key, d.tick, settings.location_name) for d in plan.due})
     for key, run_id in already.items():
         context.log.info(f"configured model {key}: already run at this minute by run {run_id}; not launched again")
     plan.due = [d for d in plan.due if d.partition_key not in already]
@@ -129,7 +129,7 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
     run_requests = []
     for due in plan.due:
         tags = {TRIGGER_TAG: "chap-cron", "chap_scheduler/cron": due.cron, "chap_scheduler/cron_tick": due.tick_iso,
-                MODEL_TICK_TAG: model_tick(due.partition_key, due.tick)}
+                MODEL_TICK_TAG: model_tick(due.partition_key, due.tick, settings.location_name)}
         if due.catch_up:
             tags["chap_scheduler/catch_up"] = "true"
         run_requests.append(dg.RunRequest(partition_key=due.partition_key, run_key=due.run_key, tags=tags))
