@@ -81,7 +81,7 @@ def test_overview_reads_next_runs_from_the_chap_schedule_sensors_cursor(instance
     # Reading the daemon's stored cursor is covered end to end (test_e2e_double_runs.py).
     from chap_scheduler_dagster.defs import next_due
 
-    monkeypatch.setattr(next_due, "chap_crons_from_sensor", lambda inst: {"3": "0 6 * * 1"})
+    monkeypatch.setattr(next_due, "chap_crons_from_sensor", lambda inst, location=None: {"3": "0 6 * * 1"})
     instance.add_dynamic_partitions(PARTITIONS, ["3", "4"])
     text = overview_materialization(instance).metadata["overview"].value
     assert "(chap cron '0 6 * * 1') |" in text
@@ -98,6 +98,7 @@ def test_sensor_does_not_launch_a_model_already_run_at_that_minute(instance, mon
     )
     data = tick(instance, [setup_row(3)], LAST_WEEK, monkeypatch=monkeypatch)
     assert not data.run_requests
+    assert "already run at this minute: 3; next due: configured model 3" in data.skip_message
     # The tick is still accounted for: the next evaluation does not try again.
     assert '"last_tick": "2026-11-23T06:00:00+00:00"' in data.cursor
 

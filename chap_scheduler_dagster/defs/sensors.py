@@ -90,7 +90,8 @@ def configured_models_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Re
         context.log.info(f"configured models deleted in chap, partitions removed (report history kept): {diff.remove}")
     # The overview lists new models as "never run" and deleted ones as "deleted in chap" right away.
     overview = overview_materialization(
-        context.instance, known=[*diff.keep, *diff.add], names={str(s.id): s.name for s in setups}
+        context.instance, known=[*diff.keep, *diff.add], names={str(s.id): s.name for s in setups},
+        code_location=_code_location(context),
     )
     return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=[overview])
 
@@ -121,7 +122,8 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
     missing = sorted({k for k in needed if k not in known}, key=int)
 
     # One run per model per minute: an operator schedule may already have run it at this minute.
-    already = runs_at_tick(context.instance, {d.partition_key: model_tick(d.partition_key, d.tick, settings.location_name) for d in plan.due})
+    ticks = {d.partition_key: model_tick(d.partition_key, d.tick, settings.location_name) for d in plan.due}
+    already = runs_at_tick(context.instance, ticks)
     for key, run_id in already.items():
         context.log.info(f"configured model {key}: already run at this minute by run {run_id}; not launched again")
     plan.due = [d for d in plan.due if d.partition_key not in already]
@@ -158,9 +160,11 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
     # What is due next, from chap's crons (this tick's cursor) and the operator schedule if it is on.
     upcoming = soonest(scheduled_next_runs(
         context.instance, [str(s.id) for s in setups], crons=chap_crons(plan.cursor),
-        names={str(s.id): s.name for s in setups}, now=now(),
+        names={str(s.id): s.name for s in setups}, now=now(), location=_code_location(context),
     ))
     next_text = f"next due: {upcoming.describe()}" if upcoming else "next due: nothing is scheduled"
+    if already:
+        next_text = f"already run at this minute: {', '.join(sorted(already, key=int))}; {next_text}"
     context.log.info(next_text)
     return dg.SensorResult(
         run_requests=run_requests,
@@ -169,6 +173,15 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
         asset_events=asset_events,
         skip_reason=None if run_requests else f"{plan.summary()}; {next_text}",
     )
+
+
+def _code_location(context: dg.SensorEvaluationContext) -> str | None:
+    """Dagster's name of this code location (None in tests built without one)."""
+    try:
+        origin = context.code_location_origin
+    except Exception:  # noqa: BLE001 - not every context knows it
+        return None
+    return getattr(origin, "location_name", None)
 
 
 chap_sensors = [configured_models_sensor, chap_schedule_sensor]
