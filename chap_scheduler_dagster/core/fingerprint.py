@@ -10,6 +10,9 @@ If a run's fingerprint equals that of the model's last successful prediction, th
 does not POST: it ends ``skipped`` and the previous forecast stays current (see
 :func:`unchanged_since`). ``force`` predicts anyway. The same string is the data version
 of the model's forecast.
+
+The body hash depends on the order in which DHIS2 returns rows; a reordered answer makes
+the run predict (a needless prediction, never a wrong skip).
 """
 
 from __future__ import annotations
