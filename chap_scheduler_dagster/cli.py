@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--end-date", help="YYYY-MM-DD, with --end-mode fixed")
     p.add_argument("--end-period-offset", type=int, help="periods back from today, with --end-mode offset")
     p.add_argument("--report-dir", type=Path, help="also write each run report as <dir>/<id>.md")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="predict even when the inputs are unchanged since the last successful prediction (default: skip)",
+    )
     return p
 
 
@@ -83,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 partition_key=model_id,
                 instance=instance,
                 run_config={
-                    "ops": {"probe_covariates": {"config": window}},
+                    "ops": {"probe_covariates": {"config": window}}
+                    | ({"submit_prediction": {"config": {"force": True}}} if args.force else {}),
                     "loggers": {"console": {"config": {"log_level": "INFO"}}},
                 },
                 raise_on_error=False,
@@ -98,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             line = f"configured model {model_id}: {str(status).upper()}"
             if report and report.metadata.get("failed_step") and report.metadata["failed_step"].value:
                 line += f" at {report.metadata['failed_step'].value}: {report.metadata['error'].value}"
+            elif report and status == "skipped" and report.metadata.get("error"):
+                line += f": {report.metadata['error'].value}"
             print(f"{line}\n  report: {where}")
             if report and args.report_dir:
                 args.report_dir.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,11 @@ class SchedulerSettings(BaseSettings):
     discovery_interval_seconds: int = Field(default=300, ge=30)
     schedule_timezone: str = Field(default="UTC")
     operator_schedule_cron: str = Field(default="0 6 * * 1")
+    operator_schedule_covers: Literal["unscheduled", "all"] = Field(
+        default="unscheduled",
+        description="Which models operator schedules run: 'unscheduled' = only those without a working chap "
+        "schedule (scheduleEnabled + cron); 'all' = every model, except at a minute its chap cron also fires.",
+    )
 
     def horizon(self, period_type: str) -> int:
         return int(getattr(self, f"horizon_{period_type}", 3))

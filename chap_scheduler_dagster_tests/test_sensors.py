@@ -341,7 +341,8 @@ def schedule_context(instance, when: datetime, *schedules) -> dg.ScheduleEvaluat
         resources={"dhis2": TEST_DHIS2},
     )
     return dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()
+        instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def(),
+        resources={"dhis2": TEST_DHIS2},
     )
 
 
@@ -357,14 +358,15 @@ def test_operator_schedule_launches_one_run_per_model_idempotently(instance):
     instance.add_dynamic_partitions(PARTITIONS, ["10", "3"])
     when = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
     ctx = schedule_context(instance, when)
-    runs = dhis2_chap_prediction_schedule.evaluate_tick(ctx).run_requests
+    with chap_answers(httpx.Response(200, json=[]), httpx.Response(200, json=[])):  # chap schedules nothing
+        runs = dhis2_chap_prediction_schedule.evaluate_tick(ctx).run_requests
+        again = dhis2_chap_prediction_schedule.evaluate_tick(schedule_context(instance, when)).run_requests
     assert [(r.partition_key, r.run_key) for r in runs] == [
         ("3", "operator:3:2026-11-23T06:00:00+00:00"),
         ("10", "operator:10:2026-11-23T06:00:00+00:00"),
     ]
     assert runs[0].run_config == {"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}}
     assert runs[0].tags["chap_scheduler/trigger"] == "schedule:dhis2_chap_prediction_schedule"
-    again = dhis2_chap_prediction_schedule.evaluate_tick(schedule_context(instance, when)).run_requests
     assert [r.run_key for r in again] == [r.run_key for r in runs]
     assert SECRET not in json.dumps(runs[0].run_config)
 
@@ -382,14 +384,18 @@ def test_further_schedule_with_its_own_window(instance):
     assert monthly.execution_timezone == "Africa/Kampala"
     instance.add_dynamic_partitions(PARTITIONS, ["3"])
     ctx = schedule_context(instance, datetime(2026, 12, 5, 4, tzinfo=UTC), monthly)
-    [run] = monthly.evaluate_tick(ctx).run_requests
+    with chap_answers(httpx.Response(200, json=[])):
+        [run] = monthly.evaluate_tick(ctx).run_requests
     assert run.run_config["ops"]["probe_covariates"]["config"] == {"end_mode": "offset", "end_period_offset": 1}
     with pytest.raises(ValueError, match="end_mode"):
         build_prediction_schedule("typo", "0 7 * * *", {"end_mode": "fixd"})
     with pytest.raises(ValueError, match="end_date"):  # the cross-field rule, at load time too
         build_prediction_schedule("no_date", "0 7 * * *", {"end_mode": "fixed"})
     defs = dg.Definitions(jobs=[dhis2_chap_prediction], schedules=[monthly], resources={"dhis2": TEST_DHIS2})
-    dg.Definitions.validate_loadable(defs)
+    # Loading reads the current instance's definitions state; test contexts built from an instance_ref
+    # are never exited and can leave a dead one behind, so give the check a live instance.
+    with dg.instance_for_test():
+        dg.Definitions.validate_loadable(defs)
 
 
 # ---- overview and the report backstop ------------------------------------------------------

@@ -23,7 +23,8 @@ no credentials -> 302 to ``/dhis-web-login/``, wrong ones -> 401 WebMessage):
 * ``/api/routes`` and ``/api/routes/chap/run/<chap path>`` -> the built-in chap-core 2.5.1 stand-in
   (or ``chap_url``); the stand-in is also reachable without auth at ``/__sandbox/chap/<chap path>``
 * control (no auth): ``GET|POST /__sandbox/faults``, ``POST /__sandbox/reset``,
-  ``GET|POST /__sandbox/chap-setups``, ``DELETE /__sandbox/chap-setups/{id}``, ``GET /__sandbox/world``
+  ``GET|POST /__sandbox/chap-setups``, ``DELETE /__sandbox/chap-setups/{id}``, ``GET /__sandbox/world``,
+  ``POST /__sandbox/data-values`` (``{"dataElement", "period", "orgUnit", "value"}``: change one value)
 
 Preflight knobs (attributes of ``Sandbox``): ``user_authorities`` (``/api/me``, default ``["ALL"]``),
 ``route_present`` (False: no route ``chap``), ``route_authorities`` (a user holding none of them gets 403

@@ -290,6 +290,15 @@ class _Handler(BaseHTTPRequestHandler):
             ok = sid.isdigit() and sb.chap.remove_setup(int(sid))
             self._send_json(200 if ok else 404, {"deleted": ok})
             return
+        if path == "/data-values" and self.command == "POST":
+            try:
+                d = orjson.loads(body or b"{}")
+                sb.world.set_value(d["dataElement"], d["period"], d["orgUnit"], d.get("value"))
+            except (ValueError, TypeError, KeyError) as exc:
+                self._send_json(400, {"error": str(exc)})
+                return
+            self._send_json(200, {"changed": 1})
+            return
         if path == "/world":
             w = sb.world
             self._send_json(200, {

@@ -111,6 +111,8 @@ class World:
         self.months = months
         self.seed = seed
         self.today = today or utc_today()
+        # Values changed by hand (set_value): (data element, native period index, district index) -> value
+        self.edits: dict[tuple[str, int, int], float | int | None] = {}
         rng = random.Random(seed)
 
         # ---- periods -------------------------------------------------------------------
@@ -314,8 +316,25 @@ class World:
             return 3.5 * math.sin(two_pi * (phase - 1 / 12))
         raise ValueError(kind)
 
+    def set_value(self, data_element: str, period: str, org_unit: str, value: float | int | None) -> None:
+        """Change one stored value (a data entry in DHIS2); aggregates over it follow."""
+        de = self.data_elements.get(data_element)
+        parsed = P.parse(period)
+        if de is None or parsed is None or parsed[0] != de.period_type or org_unit not in self.ou_index:
+            raise ValueError(
+                f"no {data_element!r} value for period {period!r} and org unit {org_unit!r} "
+                "(the period must be of the data element's own period type)"
+            )
+        self.edits[(de.id, parsed[1], self.ou_index[org_unit])] = value
+
     def native_values(self, de: DataElement, p: int, idx: list[int]) -> list:
         """Values (int/float or None) of ``de`` at native period index ``p`` for district indices."""
+        vals = self._native_values(de, p, idx)
+        if self.edits:
+            vals = [self.edits.get((de.id, p, o), v) for o, v in zip(idx, vals)]
+        return vals
+
+    def _native_values(self, de: DataElement, p: int, idx: list[int]) -> list:
         if p < de.first or p > de.last or de.kind == "none":
             return [None] * len(idx)
         noise = self.noise

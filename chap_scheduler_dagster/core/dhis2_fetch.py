@@ -36,6 +36,7 @@ class FetchResult:
     analytics_requests: int
     org_unit_requests: int
     longest_url: int
+    body_sha256: str = ""  # of the body bytes as written (for the inputs fingerprint)
 
 
 def check_row_budget(setup: PredictionSetup, window: InputWindow, budget: int) -> int:
@@ -120,6 +121,7 @@ def fetch_prediction_body(
         analytics_requests=len(blocks),
         org_unit_requests=len(ou_blocks),
         longest_url=longest,
+        body_sha256=body.body_sha256,
     )
 
 

@@ -24,6 +24,8 @@ class OverviewRow:
     deleted: bool = False  # no longer configured in chap (partition removed)
     alerts: int = 0  # chap's outbreak alerts for the latest prediction
     alerts_pending: int = 0
+    next_run: datetime | None = None  # next scheduled run (core.next_due), UTC
+    next_by: str = ""  # what fires it: chap's cron or an operator schedule
 
 
 def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
@@ -59,6 +61,10 @@ def render_overview(
         "| model | status | when (UTC) | failed step | prediction id | run |",
         "|---|---|---|---|---|---|",
     ]
+    # The next-run column only when something is scheduled (core.next_due).
+    scheduled = any(row.next_run for row in rows)
+    if scheduled:
+        lines[-2:] = [lines[-2] + " next run (UTC) |", lines[-1] + "---|"]
     for row in rows:
         model = f"{row.setup_id}" + (f" — {_cell(row.name)}" if row.name else "")
         if row.deleted:
@@ -66,9 +72,11 @@ def render_overview(
         status = _status(row)
         when = row.when.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if row.when else ""
         run = f"[{row.run_id[:8]}](/runs/{row.run_id})" if row.run_id else ""
-        lines.append(
-            f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} |"
-        )
+        line = f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} |"
+        if scheduled:
+            nxt = f"{row.next_run.astimezone(UTC).strftime('%Y-%m-%d %H:%M')} ({_cell(row.next_by)})" if row.next_run else ""
+            line += f" {nxt} |"
+        lines.append(line)
     alerted = [r for r in rows if r.alerts and not r.deleted]
     if alerted:
         lines += ["", "## chap alerts (latest prediction)", ""]

@@ -13,11 +13,12 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
 from .chap_models import ChapApi, PredictionSetup
+from .fingerprint import HashingWriter
 
 # Why an analytics row is left out of the request (report wording).
 DROP_UNMAPPED = "data element not mapped to a covariate"
@@ -57,7 +58,8 @@ class PredictionBodyWriter:
     def __init__(self, setup: PredictionSetup, *, name: str, n_periods: int, api: ChapApi, directory: str | None = None):
         fd, path = tempfile.mkstemp(prefix=f"chap-body-{setup.id}-", suffix=".json", dir=directory)
         self.path = Path(path)
-        self._out: BinaryIO = os.fdopen(fd, "wb", buffering=CHUNK_BYTES)
+        # Hashed as written, for the inputs fingerprint: no second pass over the body.
+        self._out = HashingWriter(os.fdopen(fd, "wb", buffering=CHUNK_BYTES))
         self._covariate_of = setup.data_element_covariates()
         self._org_units = frozenset(setup.org_units)
         self._with_geometry: set[str] = set()
@@ -203,6 +205,11 @@ class PredictionBodyWriter:
     @property
     def org_units_with_geometry(self) -> frozenset[str]:
         return frozenset(self._with_geometry)
+
+    @property
+    def body_sha256(self) -> str:
+        """SHA-256 of the bytes written so far (the whole body after :meth:`finish`)."""
+        return self._out.hexdigest()
 
 
 def iter_body(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:

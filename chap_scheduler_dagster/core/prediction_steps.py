@@ -19,6 +19,7 @@ from .chap_models import ChapApi, PredictionSetup
 from .dhis2_fetch import fetch_prediction_body
 from .dhis2_reader import Dhis2Reader
 from .errors import ChapError, Dhis2Error, SchedulerError
+from .fingerprint import prediction_fingerprint
 from .periods import calendar_order, dhis2_id
 from .prediction_body import iter_body, remove_body
 from .report import RunReport
@@ -45,6 +46,7 @@ class PredictionRun:
     notes: list[str] = field(default_factory=list)
     # quantile -> DHIS2 period -> forecast summed over org units (for the chap_forecast asset)
     forecast_sums: dict[float, dict[str, float]] = field(default_factory=dict)
+    fingerprint: str | None = None  # of what would be sent to chap (core.fingerprint)
 
     def require_setup(self) -> PredictionSetup:
         if self.setup is None:
@@ -177,6 +179,9 @@ def fetch_data(
     r.dropped, r.org_units_without_geometry = result.dropped, result.org_units_without_geometry
     r.analytics_requests, r.longest_url, r.body_bytes = result.analytics_requests, result.longest_url, result.body_bytes
     run.body_path, run.body_bytes = result.body_path, result.body_bytes
+    run.fingerprint = r.fingerprint = prediction_fingerprint(
+        setup, window, n_periods=n_periods, api=run.api, body_sha256=result.body_sha256
+    )
     log(
         f"fetched {result.analytics_rows:,} analytics rows in {result.analytics_requests} requests "
         f"(longest URL {result.longest_url} bytes) in {time.perf_counter() - started:.2f} s; "

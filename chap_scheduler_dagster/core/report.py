@@ -79,6 +79,10 @@ class RunReport:
     chap_alerts: AlertsSummary | None = None
     # Publishing to DHIS2 (core/publish.py); None until publish_forecasts runs
     publish: PublishReport | None = None
+    # Inputs fingerprint (core.fingerprint); on a skip, the prediction that stays current
+    fingerprint: str | None = None
+    current_prediction_id: str | None = None
+    current_prediction_run_id: str | None = None
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -89,6 +93,12 @@ class RunReport:
             self.error = f"{type(exc).__name__}: {self.error}"
         self.hint = getattr(exc, "hint", "") or None
         self.rejection = getattr(exc, "rejection", None)
+        self.finish()
+
+    def skip(self, reason: str, hint: str | None = None) -> None:
+        """Nothing to do (e.g. inputs unchanged): not a failure; ``error`` carries the reason."""
+        self.status = "skipped"
+        self.error, self.hint = reason, hint
         self.finish()
 
     def succeed(self) -> None:
@@ -125,6 +135,9 @@ class RunReport:
             "run_id": self.run_id,
             "hint": self.hint or "",
             "period_type": self.period_type or "",
+            "fingerprint": self.fingerprint,
+            "current_prediction_id": self.current_prediction_id,
+            "current_prediction_run_id": self.current_prediction_run_id,
         }
         if self.chap_alerts is not None:
             values.update(self.chap_alerts.metadata())
@@ -203,8 +216,12 @@ def render_markdown(r: RunReport) -> str:
             longest = f" (longest URL {r.longest_url:,} bytes)" if r.longest_url is not None else ""
             lines.append(f"- **Analytics requests:** {r.analytics_requests}{longest}")
         _opt(lines, "Request body", f"{r.body_bytes / 1e6:.1f} MB" if r.body_bytes else None)
-    if r.n_periods is not None or r.job_id:
+        _opt(lines, "Inputs fingerprint", f"`{r.fingerprint}`" if r.fingerprint else None)
+    if r.n_periods is not None or r.job_id or r.current_prediction_id:
         lines += ["", "## Prediction", ""]
+        if r.current_prediction_id:
+            run = f" (run `{r.current_prediction_run_id}`)" if r.current_prediction_run_id else ""
+            lines.append(f"- **Current prediction (unchanged, nothing sent to chap):** {r.current_prediction_id}{run}")
         if r.n_periods is not None:
             lines.append(f"- **Periods predicted (nPeriods):** {r.n_periods}" + (f" — {r.n_periods_how}" if r.n_periods_how else ""))
         _opt(lines, "Job", f"`{r.job_id}`" if r.job_id else None)

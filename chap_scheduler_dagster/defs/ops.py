@@ -15,6 +15,7 @@ from ..core.run_window import parse_window_request
 from ..settings import get_settings
 from .reporting import report_step
 from .resources import Dhis2Resource
+from .unchanged import skip_if_unchanged
 
 
 class ProbeCovariatesConfig(dg.Config):
@@ -67,12 +68,32 @@ def fetch_analytics(context: dg.OpExecutionContext, run: PredictionRun, dhis2: D
     return run
 
 
-@dg.op(description="Post the prediction request to chap through the DHIS2 route, once.")
-def submit_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> PredictionRun:
+class SubmitPredictionConfig(dg.Config):
+    """Whether to predict when nothing changed since the model's last successful prediction."""
+
+    force: bool = Field(
+        default=False,
+        description="false: skip the prediction (run ends 'skipped', the previous forecast stays current) when "
+        "the inputs fingerprint equals that of the last successful prediction; true: predict anyway.",
+    )
+
+
+# No output on a skip: await_prediction and later steps are skipped and the run still succeeds.
+@dg.op(
+    description="Post the prediction request to chap through the DHIS2 route, once; skipped when the inputs are "
+    "unchanged since the last successful prediction (config force: true predicts anyway).",
+    out=dg.Out(PredictionRun, is_required=False),
+)
+def submit_prediction(
+    context: dg.OpExecutionContext, config: SubmitPredictionConfig, run: PredictionRun, dhis2: Dhis2Resource
+):
     settings = get_settings()
+    with report_step(context, run, "submit_prediction"):
+        if skip_if_unchanged(context, run, force=config.force):
+            return
     with report_step(context, run, "submit_prediction"), dhis2.chap(settings) as chap:
         steps.submit(run, chap, log=context.log.info)
-    return run
+    yield dg.Output(run)
 
 
 @dg.op(description="Wait for chap's job and read the prediction and its values.")

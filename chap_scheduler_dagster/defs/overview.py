@@ -26,6 +26,7 @@ from ..settings import get_settings
 from .assets import report_asset_key
 from .reporting import report_materialization
 from .jobs import dhis2_chap_prediction
+from .next_due import scheduled_next_runs
 from .partitions import configured_models_partitions
 
 OVERVIEW_NAME = "chap_predictions_overview"
@@ -99,13 +100,23 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
 
 
 def overview_materialization(
-    instance: dg.DagsterInstance, known: Iterable[str] | None = None, names: Mapping[str, str] | None = None
+    instance: dg.DagsterInstance,
+    known: Iterable[str] | None = None,
+    names: Mapping[str, str] | None = None,
+    code_location: str | None = None,
 ) -> dg.AssetMaterialization:
-    """``names`` (chap id -> configured-model name) labels models that have no report yet."""
+    """``names`` (chap id -> configured-model name) labels models that have no report yet.
+
+    ``code_location`` (Dagster's name for this code location) picks this DHIS2's schedules for the
+    next-run column when one Dagster serves several.
+    """
     settings = get_settings()
     rows = latest_report_rows(instance, known)
     if names:
         rows = [replace(r, name=names[r.setup_id]) if not r.name and r.setup_id in names else r for r in rows]
+    upcoming = scheduled_next_runs(instance, [r.setup_id for r in rows if not r.deleted], location=code_location)
+    rows = [replace(r, next_run=upcoming[r.setup_id].at, next_by=upcoming[r.setup_id].by) if r.setup_id in upcoming
+            else r for r in rows]
     text = render_overview(
         rows, location=settings.location_name, dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", ""))
     )
@@ -212,7 +223,9 @@ def refresh_after_run(context: dg.RunStatusSensorContext, *, backstop: bool) -> 
             instance.report_runless_asset_event(report_materialization(report))
             note = f"; wrote the missing report for configured model {report.setup_id} (failed at {report.failed_step})"
             context.log.warning(f"run {run.run_id} ended without a report{note}")
-    instance.report_runless_asset_event(overview_materialization(instance))
+    origin = run.remote_job_origin
+    location = origin.repository_origin.code_location_origin.location_name if origin else None
+    instance.report_runless_asset_event(overview_materialization(instance, code_location=location))
     return f"overview refreshed after run {run.run_id} ({run.status.value}){note}"
 
 

@@ -9,6 +9,7 @@ prediction again (DHIS2 was down, conflicts were fixed) without a second POST to
 from typing import Literal
 
 import dagster as dg
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 from pydantic import Field
 
 from ..core import prediction_steps as steps
@@ -26,6 +27,7 @@ from .assets import _key
 from .partitions import configured_models_partitions
 from .reporting import materialize_report, report_step
 from .resources import Dhis2Resource
+from .unchanged import forecast_data_version
 
 # ---- assets: DHIS2 covariates -> chap forecast -> DHIS2 forecast values ------------------
 
@@ -94,11 +96,14 @@ def _column(q: float) -> str:
 
 
 def chap_forecast_materialization(run: PredictionRun) -> dg.AssetMaterialization:
+    # The inputs fingerprint is the forecast's data version: same inputs, same forecast (issue #12).
+    version = forecast_data_version(run)
     return dg.AssetMaterialization(
         asset_key=chap_forecast_key,
         partition=run.report.setup_id,
         description=f"prediction {run.report.prediction_id}",
         metadata=chap_forecast_metadata(run),
+        tags={DATA_VERSION_TAG: version.value} if version else None,
     )
 
 

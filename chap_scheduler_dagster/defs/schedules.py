@@ -17,12 +17,15 @@ from typing import Any
 
 import dagster as dg
 
+from ..core.double_runs import MODEL_TICK_TAG, model_tick, plan_operator_tick
 from ..core.run_window import parse_window_request
 from ..settings import get_settings
 from .jobs import dhis2_chap_prediction
 from .ops import ProbeCovariatesConfig
+from .one_run_per_tick import runs_at_tick
 from .partitions import configured_models_partitions
-from .sensors import TRIGGER_TAG
+from .resources import Dhis2Resource
+from .sensors import TRIGGER_TAG, _list_setups
 
 
 def build_prediction_schedule(
@@ -59,19 +62,40 @@ def build_prediction_schedule(
         description=description
         or f"One run per configured model at '{cron_schedule}' ({timezone}), window {window}.",
     )
-    def _schedule(context: dg.ScheduleEvaluationContext):
+    def _schedule(context: dg.ScheduleEvaluationContext, dhis2: Dhis2Resource):
         keys = sorted(context.instance.get_dynamic_partitions(configured_models_partitions.name), key=_numeric)
         if not keys:
             return dg.SkipReason("no configured models known yet; configured_models_sensor adds chap's models")
-        tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC).isoformat()
+        when = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
+        tick = when.isoformat()
+        # One run per model per minute (core.double_runs): chap's cron and this schedule never both run a model.
+        settings = get_settings()
+        setups = _list_setups(dhis2)
+        plan = plan_operator_tick(
+            keys,
+            None if isinstance(setups, str) else setups,
+            tick=when,
+            tz=settings.schedule_timezone,
+            scope=settings.operator_schedule_covers,
+            already_run=runs_at_tick(context.instance, {k: model_tick(k, when, settings.location_name) for k in keys}),
+            unreadable=setups if isinstance(setups, str) else "",
+        )
+        if plan.summary():
+            context.log.info(plan.summary())
+        if not plan.run:
+            return dg.SkipReason(f"nothing to launch at {tick}: {plan.summary()}")
         return [
             dg.RunRequest(
                 partition_key=key,
                 run_key=f"operator:{key}:{tick}",
                 run_config=run_config,
-                tags={TRIGGER_TAG: f"schedule:{name}", "chap_scheduler/scheduled_tick": tick},
+                tags={
+                    TRIGGER_TAG: f"schedule:{name}",
+                    "chap_scheduler/scheduled_tick": tick,
+                    MODEL_TICK_TAG: model_tick(key, when, settings.location_name),
+                },
             )
-            for key in keys
+            for key in plan.run
         ]
 
     return _schedule

@@ -15,10 +15,14 @@ from pydantic import ValidationError
 
 from ..core.chap_models import PredictionSetup
 from ..core.chap_schedules import diff_partitions, dump_cursor, parse_cursor, plan_chap_cron
+from ..core.double_runs import MODEL_TICK_TAG, model_tick
 from ..core.errors import SchedulerError, redact_url
+from ..core.next_due import soonest
 from ..core.report import RunReport
 from ..settings import get_settings
 from .jobs import dhis2_chap_prediction
+from .next_due import chap_crons, scheduled_next_runs
+from .one_run_per_tick import runs_at_tick
 from .overview import overview_materialization
 from .partitions import configured_models_partitions
 from .reporting import report_materialization
@@ -86,7 +90,8 @@ def configured_models_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Re
         context.log.info(f"configured models deleted in chap, partitions removed (report history kept): {diff.remove}")
     # The overview lists new models as "never run" and deleted ones as "deleted in chap" right away.
     overview = overview_materialization(
-        context.instance, known=[*diff.keep, *diff.add], names={str(s.id): s.name for s in setups}
+        context.instance, known=[*diff.keep, *diff.add], names={str(s.id): s.name for s in setups},
+        code_location=_code_location(context),
     )
     return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=[overview])
 
@@ -116,9 +121,17 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
     needed = [d.partition_key for d in plan.due] + [str(b.setup_id) for b in plan.newly_bad]
     missing = sorted({k for k in needed if k not in known}, key=int)
 
+    # One run per model per minute: an operator schedule may already have run it at this minute.
+    ticks = {d.partition_key: model_tick(d.partition_key, d.tick, settings.location_name) for d in plan.due}
+    already = runs_at_tick(context.instance, ticks)
+    for key, run_id in already.items():
+        context.log.info(f"configured model {key}: already run at this minute by run {run_id}; not launched again")
+    plan.due = [d for d in plan.due if d.partition_key not in already]
+
     run_requests = []
     for due in plan.due:
-        tags = {TRIGGER_TAG: "chap-cron", "chap_scheduler/cron": due.cron, "chap_scheduler/cron_tick": due.tick_iso}
+        tags = {TRIGGER_TAG: "chap-cron", "chap_scheduler/cron": due.cron, "chap_scheduler/cron_tick": due.tick_iso,
+                MODEL_TICK_TAG: model_tick(due.partition_key, due.tick, settings.location_name)}
         if due.catch_up:
             tags["chap_scheduler/catch_up"] = "true"
         run_requests.append(dg.RunRequest(partition_key=due.partition_key, run_key=due.run_key, tags=tags))
@@ -144,13 +157,31 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
         report.finish()
         asset_events.append(report_materialization(report))
 
+    # What is due next, from chap's crons (this tick's cursor) and the operator schedule if it is on.
+    upcoming = soonest(scheduled_next_runs(
+        context.instance, [str(s.id) for s in setups], crons=chap_crons(plan.cursor),
+        names={str(s.id): s.name for s in setups}, now=now(), location=_code_location(context),
+    ))
+    next_text = f"next due: {upcoming.describe()}" if upcoming else "next due: nothing is scheduled"
+    if already:
+        next_text = f"already run at this minute: {', '.join(sorted(already, key=int))}; {next_text}"
+    context.log.info(next_text)
     return dg.SensorResult(
         run_requests=run_requests,
         cursor=dump_cursor(plan.cursor),
         dynamic_partitions_requests=[configured_models_partitions.build_add_request(missing)] if missing else [],
         asset_events=asset_events,
-        skip_reason=None if run_requests else plan.summary(),
+        skip_reason=None if run_requests else f"{plan.summary()}; {next_text}",
     )
+
+
+def _code_location(context: dg.SensorEvaluationContext) -> str | None:
+    """Dagster's name of this code location (None in tests built without one)."""
+    try:
+        origin = context.code_location_origin
+    except Exception:  # noqa: BLE001 - not every context knows it
+        return None
+    return getattr(origin, "location_name", None)
 
 
 chap_sensors = [configured_models_sensor, chap_schedule_sensor]

@@ -1,0 +1,89 @@
+"""No needless predictions: the pre-POST check of ``submit_prediction``, read from the instance.
+
+The model's last successful prediction is the latest report of its partition with status
+``succeeded``; a report skipped as unchanged points at the same prediction (it carries its
+fingerprint, prediction id and run id), so the search usually stops at the first record.
+The decision itself is pure (``core.fingerprint``).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from ..core.fingerprint import SKIP_HINT, LastPrediction, skip_reason, unchanged_since
+from ..core.prediction_body import remove_body
+from ..core.prediction_steps import PredictionRun
+from .assets import report_asset_key
+from .reporting import materialize_report
+
+# How many reports back to look for the last successful one (failed runs in between are passed over).
+SEARCH_LIMIT = 200
+_PAGE = 50
+
+
+def _text(metadata: dict, key: str) -> str:
+    entry = metadata.get(key)
+    value = getattr(entry, "value", entry)
+    return "" if value is None else str(value)
+
+
+def last_successful_prediction(
+    instance: dg.DagsterInstance, partition: str, asset_key: dg.AssetKey = report_asset_key
+) -> LastPrediction | None:
+    """The fingerprint, prediction id and run id of the partition's current prediction, or None."""
+    cursor = None
+    seen = 0
+    while seen < SEARCH_LIMIT:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=_PAGE, cursor=cursor
+        )
+        for record in result.records:
+            seen += 1
+            m = record.asset_materialization
+            meta = dict(m.metadata) if m else {}
+            status = _text(meta, "status")
+            if status == "succeeded":
+                fingerprint = _text(meta, "fingerprint")
+                if not fingerprint:
+                    return None  # predicted before fingerprints existed: predict again, once
+                return LastPrediction(fingerprint, _text(meta, "prediction_id"), record.run_id or _text(meta, "run_id"))
+            if status == "skipped" and _text(meta, "current_prediction_id") and _text(meta, "fingerprint"):
+                return LastPrediction(
+                    _text(meta, "fingerprint"), _text(meta, "current_prediction_id"), _text(meta, "current_prediction_run_id")
+                )
+        if not result.has_more:
+            return None
+        cursor = result.cursor
+    return None
+
+
+def skip_if_unchanged(context: dg.OpExecutionContext, run: PredictionRun, *, force: bool) -> bool:
+    """True when the run was ended ``skipped`` (report materialized, spooled body removed): do not POST."""
+    if not run.fingerprint or not context.has_partition_key:
+        return False
+    try:
+        last = last_successful_prediction(context.instance, context.partition_key)
+    except Exception as exc:  # noqa: BLE001 - reading history must never stop a prediction
+        context.log.warning(f"could not read the last prediction's fingerprint ({type(exc).__name__}: {exc}); predicting")
+        return False
+    same = unchanged_since(run.fingerprint, last)
+    if same is None:
+        if last is not None:
+            context.log.info(f"inputs changed since {last.describe()}: predicting")
+        return False
+    if force:
+        context.log.info(f"{skip_reason(same)}, but force is set: predicting anyway")
+        return False
+    remove_body(run.body_path)
+    run.body_path = None
+    report = run.report
+    report.current_prediction_id, report.current_prediction_run_id = same.prediction_id, same.run_id
+    report.skip(skip_reason(same), SKIP_HINT)
+    context.log.info(f"{report.error}: nothing sent to chap; that prediction stays current")
+    materialize_report(context, report)
+    return True
+
+
+def forecast_data_version(run: PredictionRun) -> dg.DataVersion | None:
+    """The data version of the model's forecast (``chap_forecast``): its inputs fingerprint."""
+    return dg.DataVersion(run.fingerprint) if run.fingerprint else None
