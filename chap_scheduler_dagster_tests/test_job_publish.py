@@ -37,9 +37,11 @@ def resources(sb):
     return {"dhis2": Dhis2Resource(base_url=sb.base_url, username="admin", password="district")}
 
 
-def run(sb, instance, key, publish_config=None, window=WINDOW):
+def run(sb, instance, key, publish_config=None, window=WINDOW, force=False):
     instance.add_dynamic_partitions(configured_models_partitions.name, [key])
     ops = {"probe_covariates": {"config": window}}
+    if force:  # predict even when the inputs are unchanged since the last prediction
+        ops["submit_prediction"] = {"config": {"force": True}}
     if publish_config is not None:
         ops["publish_forecasts"] = {"config": publish_config}
     result = dhis2_chap_prediction.execute_in_process(
@@ -96,7 +98,10 @@ def test_a_prediction_lands_in_dhis2_equal_to_chaps_values_and_twice_writes_noth
     values = latest(instance, dhis2_forecast_values_key, "1")
     assert values["imported"] == meta["publish_imported"] and values["prediction_id"] == pid
 
-    result, meta2 = run(sb, instance, "1")  # same data: chap gives the same numbers
+    result, skipped = run(sb, instance, "1")  # unchanged inputs: no prediction, nothing published again
+    assert result.success and skipped["status"] == "skipped" and "publish_outcome" not in skipped
+    assert len(chap_posts(sb, "1")) == 1
+    result, meta2 = run(sb, instance, "1", force=True)  # same data: chap gives the same numbers
     assert result.success
     assert meta2["publish_imported"] == 0 and meta2["publish_updated"] == 0
     assert meta2["publish_ignored"] == meta["publish_values"]
@@ -252,7 +257,7 @@ def test_stale_cells_are_listed_and_deleted_only_when_asked(sb, instance, monkey
 
     monkeypatch.setenv("CHAP_SCHEDULER_PUBLISH_DELETE_STALE", "true")
     get_settings.cache_clear()
-    result, meta = run(sb, instance, "1")
+    result, meta = run(sb, instance, "1", force=True)  # same inputs: force, or the run is skipped as unchanged
     assert result.success and "Stale cells deleted:** imported 0, updated 0, ignored 0, deleted 3" in meta["report"]
     assert sum(1 for k in sb.data_values.values if k[2] == stale_ou) == len(months) - 3  # exactly those cells
     deletes = [p for m, p, _ in sb.requests if m == "POST" and "importStrategy=DELETE" in p]
@@ -303,3 +308,9 @@ def test_chap_forecast_counts_the_org_units_the_forecast_covers(sb, instance):
     covered = {ou for (_, _, ou) in sb.data_values.values}
     assert forecast["org_units"] == len(covered) == 9  # 12 minus one without geometry, minus two chap dropped
     assert forecast["org_units_dropped_by_chap"] == 2
+    # The inputs fingerprint (issue #12) is the forecast's data version.
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=chap_forecast_key, asset_partitions=["1"]), limit=1
+    ).records[0]
+    assert meta["fingerprint"].startswith("sha256:")
+    assert record.event_log_entry.tags["dagster/data_version"] == meta["fingerprint"]

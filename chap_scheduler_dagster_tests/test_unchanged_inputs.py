@@ -68,7 +68,8 @@ def test_unchanged_inputs_skip_without_posting_and_keep_the_previous_forecast(in
     # Skipping is not a failure: the Dagster run succeeds, waiting (and anything after it) is skipped.
     assert second.success
     assert step_outcomes(second) == {"probe_covariates": "STEP_SUCCESS", "fetch_analytics": "STEP_SUCCESS",
-                                     "submit_prediction": "STEP_SUCCESS", "await_prediction": "STEP_SKIPPED"}
+                                     "submit_prediction": "STEP_SUCCESS", "await_prediction": "STEP_SKIPPED",
+                                     "publish_forecasts": "STEP_SKIPPED"}
     assert meta2["status"] == "skipped" and meta2["failed_step"] == ""
     reason = f"inputs unchanged since prediction {meta1['prediction_id']} (run {first.run_id})"
     assert meta2["error"] == reason
