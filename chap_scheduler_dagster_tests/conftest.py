@@ -4,9 +4,15 @@ from chap_scheduler_dagster.settings import get_settings
 
 
 @pytest.fixture(autouse=True)
-def fast_settings(monkeypatch):
-    """Poll chap quickly in tests; every test starts from fresh settings."""
+def fast_settings(monkeypatch, request):
+    """Poll chap quickly and retry GETs at once in tests; every test starts from fresh settings.
+
+    Tests that record the sleeps (the ``sleeps`` fixture) never really sleep, so they keep the
+    real backoff policy and check it.
+    """
     monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.01")
+    if "sleeps" not in request.fixturenames:
+        monkeypatch.setenv("CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS", "0")
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
