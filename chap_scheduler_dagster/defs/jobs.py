@@ -5,10 +5,7 @@ import dagster as dg
 from ..settings import get_settings
 from .ops import await_prediction, fetch_analytics, probe_covariates, submit_prediction
 from .partitions import configured_models_partitions
-
-# The queued run coordinator limits concurrent runs per value of this tag (dagster.yaml).
-DHIS2_TAG = "chap_scheduler/dhis2"
-MAX_RUNTIME_TAG = "dagster/max_runtime"
+from .tags import DHIS2_TAG, MAX_RUNTIME_TAG
 
 
 @dg.job(

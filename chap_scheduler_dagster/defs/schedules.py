@@ -17,12 +17,13 @@ from typing import Any
 
 import dagster as dg
 
+from ..core.partition_keys import key_order
 from ..core.run_window import parse_window_request
 from ..settings import get_settings
 from .jobs import dhis2_chap_prediction
 from .ops import ProbeCovariatesConfig
 from .partitions import configured_models_partitions
-from .sensors import TRIGGER_TAG
+from .tags import SCHEDULED_TICK_TAG, TRIGGER_TAG
 
 
 def build_prediction_schedule(
@@ -60,7 +61,7 @@ def build_prediction_schedule(
         or f"One run per configured model at '{cron_schedule}' ({timezone}), window {window}.",
     )
     def _schedule(context: dg.ScheduleEvaluationContext):
-        keys = sorted(context.instance.get_dynamic_partitions(configured_models_partitions.name), key=_numeric)
+        keys = sorted(context.instance.get_dynamic_partitions(configured_models_partitions.name), key=key_order)
         if not keys:
             return dg.SkipReason("no configured models known yet; configured_models_sensor adds chap's models")
         tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC).isoformat()
@@ -69,16 +70,12 @@ def build_prediction_schedule(
                 partition_key=key,
                 run_key=f"operator:{key}:{tick}",
                 run_config=run_config,
-                tags={TRIGGER_TAG: f"schedule:{name}", "chap_scheduler/scheduled_tick": tick},
+                tags={TRIGGER_TAG: f"schedule:{name}", SCHEDULED_TICK_TAG: tick},
             )
             for key in keys
         ]
 
     return _schedule
-
-
-def _numeric(key: str) -> tuple[int, str]:
-    return (int(key), key) if key.isdigit() else (1 << 62, key)
 
 
 dhis2_chap_prediction_schedule = build_prediction_schedule(
