@@ -497,6 +497,7 @@ def test_sensors_watch_only_the_prediction_job():
 # ---- namespacing per DHIS2 ------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # imports the code location in a fresh Python process
 def test_location_name_prefixes_overview_report_and_partitions(tmp_path):
     code = (
         "import json\n"
