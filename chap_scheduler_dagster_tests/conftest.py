@@ -1,3 +1,7 @@
+import tempfile
+from pathlib import Path
+
+import dagster as dg
 import pytest
 
 from chap_scheduler_dagster.settings import get_settings
@@ -16,3 +20,15 @@ def fast_settings(monkeypatch, request):
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def shared_instance():
+    """One Dagster instance per module (creating one takes a second or two); wipe it per test.
+
+    Its SQLite files live in memory (/dev/shm) where the machine has it: on a busy disk, SQLite's
+    syncs (a database file per run) took longer than the runs themselves.
+    """
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp, dg.instance_for_test(temp_dir=tmp) as inst:
+        yield inst

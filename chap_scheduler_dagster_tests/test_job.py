@@ -23,7 +23,8 @@ RUN_PATH = "/api/routes/chap/run"
 
 @pytest.fixture(scope="module")
 def shared_instance():
-    with dg.instance_for_test() as inst:
+    """Runs in process need no cross-process instance: an in-memory one is the cheapest."""
+    with dg.DagsterInstance.ephemeral() as inst:
         yield inst
 
 

@@ -61,12 +61,6 @@ def one_attempt(monkeypatch):
     get_settings.cache_clear()
 
 
-@pytest.fixture(scope="module")
-def shared_instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 @pytest.fixture
 def instance(shared_instance):
     """One instance for the module (creating one takes a second or two), wiped before each test."""
