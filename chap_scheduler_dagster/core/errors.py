@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit, urlunsplit
 
-from .chap_models import RejectedRow, Rejection  # noqa: F401 - chap's 400 model, imported from here too
+from .chap_models import Rejection  # noqa: F401 - chap's 400 model, imported from here too
 
 
 def redact_url(url: str) -> str:
