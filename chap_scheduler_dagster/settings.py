@@ -41,6 +41,9 @@ class SchedulerSettings(BaseSettings):
     # HTTP and data path
     http_timeout_seconds: float = Field(default=60, gt=0)
     http_get_attempts: int = Field(default=4, ge=1, description="Attempts for a GET (POSTs are sent once).")
+    retry_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="Wait before the first GET retry; it doubles per retry, capped at 8 s (0: none)."
+    )
     max_url_bytes: int = Field(default=8000, ge=1024, description="Longest request URL sent to DHIS2.")
     fetch_concurrency: int = Field(default=4, ge=1, le=32, description="Analytics requests in flight at once.")
     max_rows_per_request: int = Field(

@@ -9,7 +9,6 @@ import pytest
 from chap_scheduler_dagster.core.chap_schedules import (
     CursorEntry,
     InvalidCron,
-    diff_partitions,
     dump_cursor,
     latest_tick,
     parse_cursor,
@@ -17,6 +16,7 @@ from chap_scheduler_dagster.core.chap_schedules import (
     validate_cron,
 )
 from chap_scheduler_dagster.core.overview import OverviewRow, render_overview
+from chap_scheduler_dagster.core.partition_keys import diff_partitions
 
 GRACE = timedelta(minutes=2)
 

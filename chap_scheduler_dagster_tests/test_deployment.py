@@ -718,6 +718,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.e2e  # starts Dagster processes
 def test_user_code_server_starts_like_the_compose_service(
     compose: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -788,6 +789,7 @@ def test_user_code_server_starts_like_the_compose_service(
             proc.wait()
 
 
+@pytest.mark.e2e  # starts Dagster processes
 def test_webserver_and_daemon_health_checks_pass_on_postgres(
     compose: dict[str, Any], fresh_pg_database: str, tmp_path: Path
 ) -> None:

@@ -40,6 +40,7 @@ def stack(sandbox, tmp_path_factory):
             "DHIS2_USERNAME": "admin",
             "DHIS2_PASSWORD": PASSWORD,
             "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3",
+            "CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS": "0",  # retries still happen, without the waits
         },
     )
     try:

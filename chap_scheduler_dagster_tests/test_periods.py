@@ -12,17 +12,15 @@ import pytest
 from chap_scheduler_dagster.core.periods import (
     Period,
     PeriodError,
-    PeriodRangeError,
     PeriodType,
-    count_periods,
     covering,
     parse_period,
     period_range,
     period_type_of,
     periods_back,
     probe_keyword,
-    probe_keyword_periods,
 )
+from dhis2_sandbox import periods as sandbox_periods
 
 D, W, M, Q, Y = (
     PeriodType.DAY,
@@ -84,7 +82,7 @@ def test_weeks_1_to_9_unpadded_id_padded_chap_id(week: int) -> None:
     assert hash(unpadded) == hash(padded)
     assert unpadded.id == f"2024W{week}"
     assert unpadded.chap_id == f"2024W0{week}"
-    assert unpadded.year == 2024 and unpadded.index == week
+    assert unpadded.start == date.fromisocalendar(2024, week, 1)
 
 
 @pytest.mark.parametrize("text", ["20240315", "202401", "2024Q3", "2024", "2024W12"])
@@ -286,26 +284,7 @@ def test_week_53(year: int, has_53: bool) -> None:
         assert parse_period(f"{year}W52").shift(1).id == f"{year + 1}W1"
 
 
-# -- direct construction -------------------------------------------------------------
-
-
-def test_direct_construction_is_validated() -> None:
-    p = Period(M, date(2024, 2, 1), date(2024, 2, 29))
-    assert p == parse_period("202402")
-    by_name = Period("week", date(2024, 1, 1), date(2024, 1, 7))  # type: ignore[arg-type]
-    assert by_name.id == "2024W1" and by_name.type is W
-    with pytest.raises(PeriodError, match="not the 1st"):
-        Period(M, date(2024, 2, 2), date(2024, 2, 29))
-    with pytest.raises(PeriodError, match="must end on 2024-02-29"):
-        Period(M, date(2024, 2, 1), date(2024, 2, 28))
-    with pytest.raises(PeriodError, match="not a Monday"):
-        Period(W, date(2024, 1, 2), date(2024, 1, 8))
-    with pytest.raises(PeriodError, match="1 Apr"):
-        Period(Q, date(2024, 2, 1), date(2024, 4, 30))
-    with pytest.raises(PeriodError, match="1 January"):
-        Period(Y, date(2024, 2, 1), date(2025, 1, 31))
-    with pytest.raises(PeriodError, match="unsupported period type"):
-        Period("fortnight", date(2024, 1, 1), date(2024, 1, 14))  # type: ignore[arg-type]
+# -- the period object -----------------------------------------------------------------
 
 
 def test_frozen_and_repr() -> None:
@@ -380,7 +359,7 @@ def test_sorting_mixed_types_raises() -> None:
 def test_covering(day: date, ptype: PeriodType, expected: str) -> None:
     p = covering(day, ptype)
     assert p.id == expected
-    assert p.contains(day)
+    assert p.start <= (day.date() if isinstance(day, datetime) else day) <= p.end
     assert type(p.start) is date
 
 
@@ -460,7 +439,7 @@ def test_periods_back_non_int(n: object) -> None:
         periods_back(date(2026, 1, 1), M, n)  # type: ignore[arg-type]
 
 
-# -- count_periods / period_range ------------------------------------------------------
+# -- period_range ----------------------------------------------------------------------
 
 
 def _random_period(rng: random.Random, ptype: PeriodType) -> Period:
@@ -468,32 +447,27 @@ def _random_period(rng: random.Random, ptype: PeriodType) -> Period:
 
 
 @pytest.mark.parametrize("ptype", list(PeriodType))
-def test_count_periods_equals_len_period_range(ptype: PeriodType) -> None:
+def test_period_range_is_every_period_between(ptype: PeriodType) -> None:
     rng = random.Random(f"periods-{ptype.value}")
     for _ in range(300):
         a = _random_period(rng, ptype)
         b = a.shift(rng.randrange(-200, 201))
         start, end = min(a, b), max(a, b)
         periods = period_range(start, end, cap=100_000)
-        assert count_periods(start, end) == len(periods)
+        assert len(periods) == end.ordinal - start.ordinal + 1
         assert periods[0] == start and periods[-1] == end
         for x, y in zip(periods, periods[1:], strict=False):
             assert x.shift(1) == y
             assert x.end + timedelta(days=1) == y.start
 
 
-def test_count_periods_examples() -> None:
-    assert count_periods(parse_period("202401"), parse_period("203412")) == 132
-    assert count_periods(parse_period("2020W1"), parse_period("2020W53")) == 53
-    assert count_periods(parse_period("2024W1"), parse_period("2025W1")) == 53
-    assert count_periods(parse_period("2024"), parse_period("2024")) == 1
-    assert count_periods(parse_period("20240101"), parse_period("20241231")) == 366
-    assert count_periods(parse_period("2025"), parse_period("2024")) == 0
-
-
-def test_count_periods_different_types() -> None:
-    with pytest.raises(PeriodError, match="same type"):
-        count_periods(parse_period("202401"), parse_period("2024W3"))
+@pytest.mark.parametrize(
+    ("start", "end", "count"),
+    [("202401", "203412", 132), ("2020W1", "2020W53", 53), ("2024W1", "2025W1", 53), ("2024", "2024", 1),
+     ("20240101", "20241231", 366)],
+)  # fmt: skip
+def test_period_range_counts(start: str, end: str, count: int) -> None:
+    assert len(period_range(parse_period(start), parse_period(end), cap=1000)) == count
 
 
 def test_period_range_weeks_1_to_9() -> None:
@@ -532,22 +506,20 @@ def test_period_range_start_equals_end(text: str) -> None:
 
 
 def test_period_range_start_after_end() -> None:
-    with pytest.raises(PeriodRangeError) as info:
+    with pytest.raises(PeriodError) as info:
         period_range(parse_period("202503"), parse_period("202501"), cap=120)
     assert str(info.value) == "start period 202503 is after end period 202501"
-    assert isinstance(info.value, PeriodError)
+    assert isinstance(info.value, ValueError)
 
 
 def test_period_range_over_cap() -> None:
     start, end = parse_period("202401"), parse_period("203412")
-    with pytest.raises(PeriodRangeError) as info:
+    with pytest.raises(PeriodError) as info:
         period_range(start, end, cap=120)
     message = str(info.value)
-    assert "132" in message and "120" in message
+    assert "has 132 monthly periods, more than the cap of 120" in message
     assert "CHAP_SCHEDULER_PERIOD_CAP" in message and "start" in message
-    assert "202401" in message and "203412" in message
-    assert (info.value.count, info.value.cap) == (132, 120)
-    assert (info.value.start, info.value.end) == (start, end)
+    assert "202401..203412" in message
 
 
 def test_period_range_exactly_cap_is_allowed() -> None:
@@ -556,7 +528,7 @@ def test_period_range_exactly_cap_is_allowed() -> None:
 
 
 def test_period_range_different_types() -> None:
-    with pytest.raises(PeriodError, match="monthly.*weekly"):
+    with pytest.raises(PeriodError, match="monthly.*weekly.*same type"):
         period_range(parse_period("202401"), parse_period("2024W9"), cap=120)
 
 
@@ -587,6 +559,13 @@ def test_probe_keyword(ptype: PeriodType, keyword: str) -> None:
     assert keyword not in ("LAST_24_MONTHS", "LAST_104_WEEKS")
 
 
+def probe_keyword_periods(today: date, ptype: PeriodType) -> list[Period]:
+    """The periods DHIS2 (the sandbox's model of it) expands the scheduler's probe keyword to."""
+    expanded = sandbox_periods.expand_relative(probe_keyword(ptype), today)
+    assert expanded is not None, probe_keyword(ptype)
+    return [parse_period(sandbox_periods.format_id(t, i), ptype) for t, i in expanded]
+
+
 @pytest.mark.parametrize("today", [date(2022, 1, 1), date(2022, 1, 15), date(2022, 1, 31)])
 def test_probe_keyword_periods_month(today: date) -> None:
     assert ids(probe_keyword_periods(today, M)) == [f"2021{m:02d}" for m in range(1, 13)]
@@ -604,18 +583,14 @@ def test_probe_keyword_periods_week() -> None:
     assert periods[0].id == "2020W4"  # 2020 has 53 weeks
 
 
-def test_probe_keyword_periods_year_quarter_day() -> None:
+def test_probe_keyword_periods_year_quarter() -> None:
     assert ids(probe_keyword_periods(date(2026, 5, 7), Y)) == [str(y) for y in range(2016, 2026)]
     assert ids(probe_keyword_periods(date(2026, 5, 7), Q)) == [
         "2025Q2", "2025Q3", "2025Q4", "2026Q1",
     ]  # fmt: skip
-    days = probe_keyword_periods(date(2026, 5, 7), D)
-    assert len(days) == 180
-    assert days[-1].id == "20260506"
-    assert days[0].start == date(2026, 5, 7) - timedelta(days=180)
 
 
-@pytest.mark.parametrize("ptype", list(PeriodType))
+@pytest.mark.parametrize("ptype", [W, M, Q, Y])  # the sandbox has no daily data
 def test_probe_keyword_periods_exclude_current(ptype: PeriodType) -> None:
     today = date(2024, 12, 31)
     periods = probe_keyword_periods(today, ptype)

@@ -1,4 +1,5 @@
-"""Sensors, schedule and overview of the code location, against a respx DHIS2 with chap behind its route."""
+"""Sensors, schedule and overview of the code location: sensor ticks against a respx DHIS2 with chap behind its
+route, runs against the sandbox."""
 
 from __future__ import annotations
 
@@ -29,12 +30,13 @@ from chap_scheduler_dagster.defs.resources import Dhis2Resource
 from chap_scheduler_dagster.defs.schedules import build_prediction_schedule, dhis2_chap_prediction_schedule
 from chap_scheduler_dagster.defs.sensors import chap_schedule_sensor, configured_models_sensor
 from chap_scheduler_dagster.settings import get_settings
+from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .fake_dhis2 import BASE, PASSWORD, USER, FakeDhis2
-
-SETUPS_URL = "http://dhis2.test/api/routes/chap/run/v1/crud/prediction-setups"
+BASE = "http://dhis2.test"
+SETUPS_URL = f"{BASE}/api/routes/chap/run/v1/crud/prediction-setups"
 PARTITIONS = configured_models_partitions.name
 SECRET = "district"
+PASSWORD = "district-secret"  # the sandbox's, for the runs against it
 
 
 def setup_row(setup_id: int, cron: str | None = "0 6 * * 1", enabled: bool = True) -> dict:
@@ -57,12 +59,6 @@ def one_attempt(monkeypatch):
     """One GET attempt, so an unreachable DHIS2 does not back off for seconds."""
     monkeypatch.setenv("CHAP_SCHEDULER_HTTP_GET_ATTEMPTS", "1")
     get_settings.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def shared_instance():
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 @pytest.fixture
@@ -308,19 +304,22 @@ def test_chap_cron_disabled_setups_are_never_launched(instance, clock):
     assert json.loads(data.cursor)["setups"] == {}
 
 
-def test_explicit_launch_runs_a_disabled_setup(instance):
-    class Disabled(FakeDhis2):
-        def setup(self) -> dict:
-            return super().setup() | {"scheduleEnabled": False}
+@pytest.fixture
+def sandbox():
+    """The DHIS2 sandbox with chap behind its route; its setup 7 is a copy of its monthly setup 1."""
+    with Sandbox(SandboxConfig(port=0, job_seconds=0.1, password=PASSWORD)) as sb:
+        sb.chap.add_setup(sb.chap.setups[1] | {"id": 7, "name": "Test district model"})
+        yield sb
 
+
+def test_explicit_launch_runs_a_disabled_setup(instance, sandbox):
+    sandbox.chap.setups[7]["scheduleEnabled"] = False
     instance.add_dynamic_partitions(PARTITIONS, ["7"])
-    with respx.mock(assert_all_called=False) as router:
-        Disabled().install(router)
-        result = dhis2_chap_prediction.execute_in_process(
-            partition_key="7",
-            instance=instance,
-            resources={"dhis2": Dhis2Resource(base_url=BASE, username=USER, password=PASSWORD)},
-        )
+    result = dhis2_chap_prediction.execute_in_process(
+        partition_key="7",
+        instance=instance,
+        resources={"dhis2": Dhis2Resource(base_url=sandbox.base_url, username="admin", password=PASSWORD)},
+    )
     assert result.success
 
 
@@ -408,15 +407,13 @@ class BrokenDhis2(Dhis2Resource):
         raise RuntimeError("You have attempted to fetch the environment variable 'DHIS2_PASSWORD' which is not set.")
 
 
-def execute(instance, key: str, fake: FakeDhis2 | None = None, dhis2: Dhis2Resource | None = None):
-    with respx.mock(assert_all_called=False) as router:
-        (fake or FakeDhis2()).install(router)
-        return dhis2_chap_prediction.execute_in_process(
-            partition_key=key,
-            instance=instance,
-            resources={"dhis2": dhis2 or Dhis2Resource(base_url=BASE, username=USER, password=PASSWORD)},
-            raise_on_error=False,
-        )
+def execute(instance, key: str, base_url: str = BASE, dhis2: Dhis2Resource | None = None):
+    return dhis2_chap_prediction.execute_in_process(
+        partition_key=key,
+        instance=instance,
+        resources={"dhis2": dhis2 or Dhis2Resource(base_url=base_url, username="admin", password=PASSWORD)},
+        raise_on_error=False,
+    )
 
 
 def run_status_tick(instance, sensor_def, result, event_type: dg.DagsterEventType):
@@ -436,16 +433,19 @@ def overview_text(instance) -> str:
     return event.asset_materialization.metadata["overview"].value
 
 
-def test_overview_after_success_and_failure(instance):
+def test_overview_after_success_and_failure(instance, sandbox):
     instance.add_dynamic_partitions(PARTITIONS, ["7", "8", "9"])
-    ok = execute(instance, "7")
+    ok = execute(instance, "7", sandbox.base_url)
     assert ok.success
+    [prediction_id] = sandbox.chap.predictions
     run_status_tick(instance, overview_on_success, ok, dg.DagsterEventType.RUN_SUCCESS)
     text = overview_text(instance)
-    assert "| 7 — Test district model | succeeded |" in text and f"| 42 | [{ok.run_id[:8]}](/runs/{ok.run_id}) |" in text
+    assert "| 7 — Test district model | succeeded |" in text
+    assert f"| {prediction_id} | [{ok.run_id[:8]}](/runs/{ok.run_id}) |" in text
     assert "| 8 | never run |" in text
 
-    down = execute(instance, "8", FakeDhis2(setup_id=8, dhis2_down=True))
+    sandbox.stop()  # DHIS2 goes down: nothing listens on its port any more
+    down = execute(instance, "8", sandbox.base_url)
     assert not down.success
     skip = run_status_tick(instance, overview_on_failure, down, dg.DagsterEventType.RUN_FAILURE)
     assert "wrote the missing report" not in skip.skip_message  # the ops wrote their own report
@@ -475,10 +475,12 @@ def test_backstop_writes_the_report_of_a_run_that_could_not(instance):
     assert len(instance.fetch_materializations(report_asset_key, limit=5).records) == 1
 
 
-def test_overview_lists_deleted_models_with_their_last_report(instance):
+def test_overview_lists_deleted_models_with_their_last_report(instance, sandbox):
+    sandbox.chap.remove_setup(5)
+    sandbox.chap.add_setup(sandbox.chap.setups[1] | {"id": 3})
     instance.add_dynamic_partitions(PARTITIONS, ["3"])
     report_for(instance, "5", run_id="run-of-5")
-    ok = execute(instance, "3", FakeDhis2(setup_id=3))
+    ok = execute(instance, "3", sandbox.base_url)
     run_status_tick(instance, overview_on_success, ok, dg.DagsterEventType.RUN_SUCCESS)
     text = overview_text(instance)
     assert "| 5 — setup 5 (deleted in chap) | succeeded |" in text and "[run-of-5](/runs/run-of-5)" in text
@@ -495,6 +497,7 @@ def test_sensors_watch_only_the_prediction_job():
 # ---- namespacing per DHIS2 ------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # imports the code location in a fresh Python process
 def test_location_name_prefixes_overview_report_and_partitions(tmp_path):
     code = (
         "import json\n"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a real chap-core 2.5.1 on loopback as a test peer ("real chap-core lane").
 
-Runs under the project venv (stdlib + httpx only)::
+Runs under the project venv (it reuses the package's periods and DHIS2 reader)::
 
     .venv/bin/python scripts/real_chap.py install
     .venv/bin/python scripts/real_chap.py start [--port P]
@@ -38,6 +38,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
+
+from chap_scheduler_dagster.core.dhis2_reader import Dhis2Reader
+from chap_scheduler_dagster.core.errors import SchedulerError
+from chap_scheduler_dagster.core.periods import Period, covering, parse_period, period_range
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -601,95 +605,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if healthy else 1
 
 
-# --------------------------------------------------------------------------- periods
-
-_WEEK_RE = re.compile(r"^(\d{4})W(\d{1,2})$")
-_MONTH_RE = re.compile(r"^(\d{4})-?(\d{2})$")
-
-
-def period_type_of(period: str) -> str:
-    if _WEEK_RE.match(period):
-        return "week"
-    if _MONTH_RE.match(period):
-        return "month"
-    if re.fullmatch(r"\d{4}", period):
-        return "year"
-    raise RealChapError(f"unsupported period id {period!r}")
-
-
-def dhis2_period(period: str) -> str:
-    """chap's ids -> DHIS2's (unpadded weeks, YYYYMM months)."""
-    m = _WEEK_RE.match(period)
-    if m:
-        return f"{m.group(1)}W{int(m.group(2))}"
-    m = _MONTH_RE.match(period)
-    if m:
-        return f"{m.group(1)}{m.group(2)}"
-    return period
+# --------------------------------------------------------------------------- periods (the package's)
 
 
 def chap_period(period: str) -> str:
     """DHIS2's ids -> chap's (zero-padded weeks)."""
-    m = _WEEK_RE.match(period)
-    if m:
-        return f"{m.group(1)}W{int(m.group(2)):02d}"
-    return dhis2_period(period)
-
-
-def period_key(period: str) -> tuple[int, int]:
-    m = _WEEK_RE.match(period)
-    if m:
-        return int(m.group(1)), int(m.group(2))
-    m = _MONTH_RE.match(period)
-    if m:
-        return int(m.group(1)), int(m.group(2))
-    return int(period), 0
-
-
-def periods_between(start: str, end_date: dt.date, period_type: str | None = None) -> list[str]:
-    """DHIS2 period ids from `start` up to the period containing `end_date`, inclusive."""
-    ptype = period_type or period_type_of(start)
-    out: list[str] = []
-    start = dhis2_period(start)
-    if ptype == "month":
-        y, m = period_key(start)
-        while (y, m) <= (end_date.year, end_date.month):
-            out.append(f"{y}{m:02d}")
-            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    elif ptype == "week":
-        y, w = period_key(start)
-        day = dt.date.fromisocalendar(y, w, 1)
-        while day <= end_date:
-            iy, iw, _ = day.isocalendar()
-            out.append(f"{iy}W{iw}")
-            day += dt.timedelta(days=7)
-    elif ptype == "year":
-        out = [str(y) for y in range(int(start), end_date.year + 1)]
-    else:
-        raise RealChapError(f"unsupported period type {ptype!r}")
-    return out
+    return parse_period(period).chap_id
 
 
 def next_periods(last: str, n: int, period_type: str | None = None) -> list[str]:
     """The n chap period ids that follow `last` (chap's forecast periods after the training data)."""
-    ptype = period_type or period_type_of(last)
-    y, k = period_key(dhis2_period(last))
-    out = []
-    if ptype == "month":
-        for _ in range(n):
-            y, k = (y + 1, 1) if k == 12 else (y, k + 1)
-            out.append(f"{y}{k:02d}")
-    elif ptype == "week":
-        day = dt.date.fromisocalendar(y, k, 1)
-        for _ in range(n):
-            day += dt.timedelta(days=7)
-            iy, iw, _ = day.isocalendar()
-            out.append(f"{iy}W{iw:02d}")
-    elif ptype == "year":
-        out = [str(y + i) for i in range(1, n + 1)]
-    else:
-        raise RealChapError(f"unsupported period type {ptype!r}")
-    return out
+    end = parse_period(last, period_type)
+    return [end.shift(k).chap_id for k in range(1, n + 1)]
 
 
 def run_body(inputs: dict, name: str, n_periods: int = 3) -> dict:
@@ -718,7 +645,8 @@ def fetch_dhis2_inputs(client, dhis2_url: str, setup: dict, auth: tuple[str, str
     """Read org units (with geometry) and analytics for a setup's covariateSources through the DHIS2 API.
 
     Returns a dict with geojson, providedData (chap feature names, chap period ids), the period
-    window actually used, and the org units kept/dropped.
+    window actually used, and the org units kept/dropped. ``client`` is unused (the package's
+    DHIS2 reader opens its own connection); it stays for callers that pass one.
     """
     sources = setup.get("covariateSources") or []
     if not sources:
@@ -726,93 +654,60 @@ def fetch_dhis2_inputs(client, dhis2_url: str, setup: dict, auth: tuple[str, str
     org_units = list(setup.get("orgUnits") or [])
     if not org_units:
         raise RealChapError("setup has no orgUnits")
-    start = setup.get("startPeriod")
-    if not start:
+    if not setup.get("startPeriod"):
         raise RealChapError("setup has no startPeriod")
-    ptype = setup.get("periodType") or period_type_of(start)
-
-    r = client.get(
-        f"{dhis2_url}/api/organisationUnits",
-        params={"filter": f"id:in:[{','.join(org_units)}]",
-                "fields": "id,displayName,level,parent[id],geometry", "paging": "false"},
-        auth=auth,
-    )
-    if r.status_code != 200:
-        raise RealChapError(f"DHIS2 organisationUnits -> {r.status_code} {r.text[:500]}")
-    ous = r.json().get("organisationUnits", [])
-    with_geo = {o["id"]: o for o in ous if o.get("geometry")}
-    kept = [ou for ou in org_units if ou in with_geo]
-    dropped = [ou for ou in org_units if ou not in with_geo]
-    if not kept:
-        raise RealChapError(f"none of the setup's org units has a geometry: {org_units}")
-
-    de_to_cov: dict[str, str] = {}
-    for s in sources:
-        de_to_cov[s["dataElementId"]] = s["covariate"]
-    periods = periods_between(start, today or dt.datetime.now(dt.timezone.utc).date(), ptype)
-    r = client.get(
-        f"{dhis2_url}/api/analytics",
-        params=[("dimension", "dx:" + ";".join(de_to_cov)),
-                ("dimension", "pe:" + ";".join(periods)),
-                ("dimension", "ou:" + ";".join(kept))],
-        auth=auth,
-    )
-    if r.status_code != 200:
-        raise RealChapError(f"DHIS2 analytics -> {r.status_code} {r.text[:500]}")
-    body = r.json()
+    start = parse_period(setup["startPeriod"], setup.get("periodType"))
+    ptype = start.type.value
+    de_to_cov = {s["dataElementId"]: s["covariate"] for s in sources}
+    window = period_range(start, covering(today or dt.datetime.now(dt.timezone.utc).date(), start.type),
+                          cap=100_000)
+    try:
+        with Dhis2Reader(dhis2_url, username=auth[0], password=auth[1]) as reader:
+            with_geo = {o["id"]: o for o in reader.org_units(org_units) if o.get("geometry")}
+            kept = [ou for ou in org_units if ou in with_geo]
+            if not kept:
+                raise RealChapError(f"none of the setup's org units has a geometry: {org_units}")
+            body = reader.analytics([("dimension", "dx:" + ";".join(de_to_cov)),
+                                     ("dimension", "pe:" + ";".join(p.id for p in window)),
+                                     ("dimension", "ou:" + ";".join(kept))])
+    except SchedulerError as exc:
+        raise RealChapError(str(exc)) from None
     names = [h["name"] for h in body.get("headers", [])]
     try:
         i_dx, i_pe, i_ou, i_val = (names.index(k) for k in ("dx", "pe", "ou", "value"))
     except ValueError:
         raise RealChapError(f"unexpected analytics headers: {names}") from None
-    rows = body.get("rows") or []
-    latest: dict[str, tuple[int, int]] = {}
-    for row in rows:
-        k = period_key(row[i_pe])
-        if row[i_dx] not in latest or k > latest[row[i_dx]]:
-            latest[row[i_dx]] = k
+    rows = [(row, parse_period(row[i_pe], start.type)) for row in body.get("rows") or []]
+    latest: dict[str, Period] = {}
+    for row, period in rows:
+        if row[i_dx] not in latest or period > latest[row[i_dx]]:
+            latest[row[i_dx]] = period
     missing = [de for de in de_to_cov if de not in latest]
     if missing:
         raise RealChapError(f"analytics returned no data for data elements {missing} "
                             f"(covariates {[de_to_cov[d] for d in missing]})")
-    end_key = min(latest.values())
-    used = [p for p in periods if period_key(p) <= end_key]
+    end = min(latest.values())
+    used = [p for p in window if p <= end]
     need = min_training_periods(ptype)
     if len(used) < need:
         raise RealChapError(
             f"only {len(used)} {ptype} periods ({used[0]}..{used[-1]}) have data for all covariates; "
             f"chap's naive_model needs at least {need} (two whole years)")
-    provided = []
-    for row in rows:
-        if period_key(row[i_pe]) > end_key:
-            continue
-        raw = row[i_val]
-        provided.append({
-            "period": chap_period(row[i_pe]),
-            "orgUnit": row[i_ou],
-            "featureName": de_to_cov[row[i_dx]],
-            "value": None if raw in (None, "") else float(raw),
-        })
-    features = []
-    for ou in kept:
-        o = with_geo[ou]
-        features.append({
-            "type": "Feature",
-            "id": ou,
-            "properties": {"name": o.get("displayName"), "level": o.get("level"),
-                           "parent": (o.get("parent") or {}).get("id")},
-            "geometry": o["geometry"],
-        })
+    provided = [{"period": period.chap_id, "orgUnit": row[i_ou], "featureName": de_to_cov[row[i_dx]],
+                 "value": None if row[i_val] in (None, "") else float(row[i_val])}
+                for row, period in rows if period <= end]
+    features = [{"type": "Feature", "id": ou,
+                 "properties": {"name": with_geo[ou].get("displayName"), "level": with_geo[ou].get("level"),
+                                "parent": (with_geo[ou].get("parent") or {}).get("id")},
+                 "geometry": with_geo[ou]["geometry"]} for ou in kept]
     return {
         "period_type": ptype,
-        "start_period": chap_period(used[0]),
-        "end_period": chap_period(used[-1]),
+        "start_period": used[0].chap_id,
+        "end_period": used[-1].chap_id,
         "n_periods": len(used),
-        "latest_by_covariate": {de_to_cov[de]: chap_period(f"{k[0]}W{k[1]}" if ptype == "week" else
-                                                           f"{k[0]}{k[1]:02d}" if ptype == "month" else str(k[0]))
-                                for de, k in latest.items()},
+        "latest_by_covariate": {de_to_cov[de]: p.chap_id for de, p in latest.items()},
         "org_units": kept,
-        "dropped_org_units": dropped,
+        "dropped_org_units": [ou for ou in org_units if ou not in with_geo],
         "geojson": {"type": "FeatureCollection", "features": features},
         "providedData": provided,
         "dataSources": [{"covariate": s["covariate"], "dataElementId": s["dataElementId"]} for s in sources],

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 
 class ChapApi(StrEnum):
@@ -141,3 +142,37 @@ class PredictionSummary:
                 sums[period] = sums.get(period, 0.0) + float(entry["value"])
             if is_median:
                 self.median_by_period[period] = self.median_by_period.get(period, 0.0) + float(entry["value"])
+
+
+# chap's 400 bodies are read leniently: whatever a field holds becomes text, as the report prints it.
+_Text = Annotated[str, BeforeValidator(str)]
+
+
+class RejectedRow(_Wire):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    reason: _Text = ""
+    org_unit: _Text = Field(default="", alias="orgUnit")
+    feature_name: _Text = Field(default="", alias="featureName")
+    time_periods: Annotated[tuple[str, ...], BeforeValidator(lambda v: tuple(str(p) for p in v or ()))] = Field(
+        default=(), alias="timePeriods"
+    )
+
+
+class Rejection(_Wire):
+    """chap's structured 400: every region rejected for missing covariate values."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    message: _Text = ""
+    imported_count: Annotated[int, BeforeValidator(lambda v: int(v or 0))] = 0
+    rejected: tuple[RejectedRow, ...] = ()
+
+    @classmethod
+    def from_detail(cls, detail: object) -> Rejection | None:
+        """The rejection in a 400's ``detail``, or None when the body has another shape."""
+        if not isinstance(detail, dict) or not isinstance(rows := detail.get("rejected"), list):
+            return None
+        if not all(isinstance(row, dict) for row in rows):
+            return None
+        return cls.model_validate(detail)

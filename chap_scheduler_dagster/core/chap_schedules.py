@@ -22,14 +22,16 @@ Rules (also in the README):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Annotated, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
+from pydantic import PlainSerializer, TypeAdapter, ValidationError
+
+from .partition_keys import key_order
 
 CURSOR_VERSION = 1
 # Longest gap croniter may search for the previous match ("0 0 29 2 *" needs up to 8 years).
@@ -52,7 +54,8 @@ class ScheduledSetup(Protocol):
 @dataclass(frozen=True)
 class CursorEntry:
     cron: str
-    last_tick: datetime | None = None  # None: the expression is bad
+    # None: the expression is bad. Written in UTC with an offset (2026-11-23T06:00:00+00:00).
+    last_tick: Annotated[datetime, PlainSerializer(lambda t: t.astimezone(UTC).isoformat())] | None = None
     error: str | None = None
 
 
@@ -169,37 +172,29 @@ def ticks_between(expression: str, after: datetime, until: datetime, tz: str, li
 # ---- cursor ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Cursor:
+    v: int = CURSOR_VERSION
+    setups: dict[str, CursorEntry] = field(default_factory=dict)
+
+
+_CURSOR = TypeAdapter(_Cursor)
+
+
 def parse_cursor(text: str | None) -> dict[str, CursorEntry]:
     """Read a cursor written by :func:`dump_cursor`. Anything unreadable counts as empty."""
     if not text:
         return {}
     try:
-        data = json.loads(text)
-        entries = data.get("setups", {}) if isinstance(data, dict) else {}
-        out: dict[str, CursorEntry] = {}
-        for key, raw in entries.items():
-            last = raw.get("last_tick")
-            out[str(key)] = CursorEntry(
-                cron=str(raw.get("cron", "")),
-                last_tick=datetime.fromisoformat(last) if last else None,
-                error=raw.get("error"),
-            )
-        return out
-    except (ValueError, TypeError, AttributeError):
+        return _CURSOR.validate_json(text).setups
+    except ValidationError:
         return {}
 
 
 def dump_cursor(entries: dict[str, CursorEntry]) -> str:
-    setups = {}
-    for key in sorted(entries, key=_sort_key):
-        entry = entries[key]
-        raw: dict[str, str] = {"cron": entry.cron}
-        if entry.last_tick is not None:
-            raw["last_tick"] = entry.last_tick.astimezone(UTC).isoformat()
-        if entry.error:
-            raw["error"] = entry.error
-        setups[key] = raw
-    return json.dumps({"v": CURSOR_VERSION, "setups": setups})
+    """``{"v": 1, "setups": {"3": {"cron": …, "last_tick": …}}}``, setups in number order, empty fields left out."""
+    setups = {key: entries[key] for key in sorted(entries, key=key_order)}
+    return _CURSOR.dump_json(_Cursor(setups=setups), exclude_none=True).decode()
 
 
 # ---- the plan ----------------------------------------------------------------------------
@@ -261,29 +256,3 @@ def _ids(ids: list[int]) -> str:
     return ", ".join(str(i) for i in ids)
 
 
-def _sort_key(key: str) -> tuple[int, str]:
-    return (int(key), key) if key.isdigit() else (1 << 62, key)
-
-
-# ---- discovery ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PartitionDiff:
-    add: list[str]
-    remove: list[str]
-    keep: list[str]
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.add or self.remove)
-
-
-def diff_partitions(known: Iterable[str], wanted: Iterable[str]) -> PartitionDiff:
-    """Partition keys to add and remove so that ``known`` becomes ``wanted``."""
-    known_set, wanted_set = set(known), set(wanted)
-    return PartitionDiff(
-        add=sorted(wanted_set - known_set, key=_sort_key),
-        remove=sorted(known_set - wanted_set, key=_sort_key),
-        keep=sorted(known_set & wanted_set, key=_sort_key),
-    )

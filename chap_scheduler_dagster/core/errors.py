@@ -8,8 +8,9 @@ passed through :func:`redact_url` and credentials are never formatted into text.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
+
+from .chap_models import Rejection  # noqa: F401 - chap's 400 model, imported from here too
 
 
 def redact_url(url: str) -> str:
@@ -101,45 +102,6 @@ class ChapHttpError(ChapError):
         self.path = path
         self.status_code = status_code
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    reason: str
-    org_unit: str
-    feature_name: str
-    time_periods: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """chap's structured 400: every region rejected for missing covariate values."""
-
-    message: str
-    imported_count: int
-    rejected: tuple[RejectedRow, ...] = field(default_factory=tuple)
-
-    @classmethod
-    def from_detail(cls, detail: object) -> "Rejection | None":
-        if not isinstance(detail, dict) or not isinstance(detail.get("rejected"), list):
-            return None
-        rows = []
-        for row in detail["rejected"]:
-            if not isinstance(row, dict):
-                return None
-            rows.append(
-                RejectedRow(
-                    reason=str(row.get("reason", "")),
-                    org_unit=str(row.get("orgUnit", "")),
-                    feature_name=str(row.get("featureName", "")),
-                    time_periods=tuple(str(p) for p in row.get("timePeriods") or ()),
-                )
-            )
-        return cls(
-            message=str(detail.get("message", "")),
-            imported_count=int(detail.get("imported_count", 0) or 0),
-            rejected=tuple(rows),
-        )
 
 
 class ChapRejected(ChapHttpError):

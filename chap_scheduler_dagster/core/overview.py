@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .partition_keys import key_order
+
 
 @dataclass(frozen=True)
 class OverviewRow:
@@ -29,10 +31,7 @@ class OverviewRow:
 
 
 def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
-    def key(row: OverviewRow) -> tuple[bool, int, str]:
-        return (row.deleted, int(row.setup_id) if row.setup_id.isdigit() else 1 << 62, row.setup_id)
-
-    return sorted(rows, key=key)
+    return sorted(rows, key=lambda row: (row.deleted, *key_order(row.setup_id)))
 
 
 def render_overview(

@@ -35,7 +35,7 @@ from .chap_models import PredictionSetup
 from .chap_schedules import InvalidCron, timezone, validate_cron
 from .dhis2_reader import ORG_UNITS_PATH, Dhis2Reader, org_unit_params
 from .errors import Dhis2AuthFailed, SchedulerError, redact_url
-from .periods import PeriodError, count_periods, periods_back
+from .periods import PeriodError, periods_back
 from .run_window import (
     ProbeResult,
     WindowRequest,
@@ -505,7 +505,7 @@ def check_freshness(
         return Check("covariate freshness", ERROR, str(exc), exc.hint), None
     last_complete = periods_back(settings.today(), period_type, 1)
     latest = ", ".join(f"{c} {p}" for c, p in probed.latest_by_covariate.items())
-    behind = count_periods(probed.end, last_complete) - 1 if probed.end < last_complete else 0
+    behind = last_complete.ordinal - probed.end.ordinal if probed.end < last_complete else 0
     if behind > 0:
         laggards = sorted(c for c, p in probed.latest_by_covariate.items() if p == probed.end.id)
         return Check(

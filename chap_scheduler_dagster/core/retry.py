@@ -13,16 +13,20 @@ from typing import TypeVar
 
 import httpx
 
+from ..settings import get_settings
+
 T = TypeVar("T")
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-FIRST_DELAY_SECONDS = 0.5
 MAX_DELAY_SECONDS = 8.0
 
 
 def backoff_delay(attempt: int) -> float:
-    """Delay before retry number ``attempt`` (1-based): 0.5 s, 1 s, 2 s … capped at 8 s, ±25 % jitter."""
-    base = min(MAX_DELAY_SECONDS, FIRST_DELAY_SECONDS * 2 ** (attempt - 1))
+    """Delay before retry number ``attempt`` (1-based): 0.5 s, 1 s, 2 s … capped at 8 s, ±25 % jitter.
+
+    The first delay is CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS (0.5 s by default).
+    """
+    base = min(MAX_DELAY_SECONDS, get_settings().retry_backoff_seconds * 2 ** (attempt - 1))
     return base * random.uniform(0.75, 1.25)
 
 

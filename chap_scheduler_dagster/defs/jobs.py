@@ -6,10 +6,7 @@ from ..settings import get_settings
 from .ops import await_prediction, fetch_analytics, probe_covariates, submit_prediction
 from .partitions import configured_models_partitions
 from .publishing import publish_forecasts
-
-# The queued run coordinator limits concurrent runs per value of this tag (dagster.yaml).
-DHIS2_TAG = "chap_scheduler/dhis2"
-MAX_RUNTIME_TAG = "dagster/max_runtime"
+from .tags import DHIS2_TAG, MAX_RUNTIME_TAG
 
 
 @dg.job(

@@ -37,7 +37,8 @@ from ..core.notifications import (
 from ..core.notify_channels import all_secrets, configured_channels, deliver
 from ..settings import get_settings
 from .assets import report_asset_key
-from .jobs import DHIS2_TAG, dhis2_chap_prediction
+from .jobs import dhis2_chap_prediction
+from .tags import DHIS2_TAG
 from .partitions import configured_models_partitions
 
 SENSOR_NAME = "chap_notifications_sensor"

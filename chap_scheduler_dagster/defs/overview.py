@@ -28,9 +28,9 @@ from .reporting import report_materialization
 from .jobs import dhis2_chap_prediction
 from .next_due import scheduled_next_runs
 from .partitions import configured_models_partitions
+from .tags import PARTITION_TAG
 
 OVERVIEW_NAME = "chap_predictions_overview"
-PARTITION_TAG = "dagster/partition"
 # Same location prefix as the report asset, so two DHIS2s never share an overview.
 overview_asset_key = dg.AssetKey([*report_asset_key.path[:-1], OVERVIEW_NAME])
 

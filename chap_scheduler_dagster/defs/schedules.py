@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 
 from ..core.double_runs import MODEL_TICK_TAG, model_tick, plan_operator_tick
+from ..core.partition_keys import key_order
 from ..core.run_window import parse_window_request
 from ..settings import get_settings
 from .jobs import dhis2_chap_prediction
@@ -25,7 +26,8 @@ from .ops import ProbeCovariatesConfig
 from .one_run_per_tick import runs_at_tick
 from .partitions import configured_models_partitions
 from .resources import Dhis2Resource
-from .sensors import TRIGGER_TAG, _list_setups
+from .sensors import _list_setups
+from .tags import SCHEDULED_TICK_TAG, TRIGGER_TAG
 
 
 def build_prediction_schedule(
@@ -63,7 +65,7 @@ def build_prediction_schedule(
         or f"One run per configured model at '{cron_schedule}' ({timezone}), window {window}.",
     )
     def _schedule(context: dg.ScheduleEvaluationContext, dhis2: Dhis2Resource):
-        keys = sorted(context.instance.get_dynamic_partitions(configured_models_partitions.name), key=_numeric)
+        keys = sorted(context.instance.get_dynamic_partitions(configured_models_partitions.name), key=key_order)
         if not keys:
             return dg.SkipReason("no configured models known yet; configured_models_sensor adds chap's models")
         when = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC)
@@ -91,7 +93,7 @@ def build_prediction_schedule(
                 run_config=run_config,
                 tags={
                     TRIGGER_TAG: f"schedule:{name}",
-                    "chap_scheduler/scheduled_tick": tick,
+                    SCHEDULED_TICK_TAG: tick,
                     MODEL_TICK_TAG: model_tick(key, when, settings.location_name),
                 },
             )
@@ -99,10 +101,6 @@ def build_prediction_schedule(
         ]
 
     return _schedule
-
-
-def _numeric(key: str) -> tuple[int, str]:
-    return (int(key), key) if key.isdigit() else (1 << 62, key)
 
 
 dhis2_chap_prediction_schedule = build_prediction_schedule(

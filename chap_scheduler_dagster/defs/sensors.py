@@ -14,9 +14,10 @@ import dagster as dg
 from pydantic import ValidationError
 
 from ..core.chap_models import PredictionSetup
-from ..core.chap_schedules import diff_partitions, dump_cursor, parse_cursor, plan_chap_cron
-from ..core.double_runs import MODEL_TICK_TAG, model_tick
+from ..core.chap_schedules import dump_cursor, parse_cursor, plan_chap_cron
 from ..core.errors import SchedulerError, redact_url
+from ..core.partition_keys import diff_partitions
+from ..core.double_runs import MODEL_TICK_TAG, model_tick
 from ..core.next_due import soonest
 from ..core.report import RunReport
 from ..settings import get_settings
@@ -27,8 +28,8 @@ from .overview import overview_materialization
 from .partitions import configured_models_partitions
 from .reporting import report_materialization
 from .resources import Dhis2Resource
+from .tags import CATCH_UP_TAG, CRON_TAG, CRON_TICK_TAG, TRIGGER_TAG
 
-TRIGGER_TAG = "chap_scheduler/trigger"
 CHAP_CRON_INTERVAL_SECONDS = 60
 # A setup the sensor sees for the first time fires only for a tick at most this old.
 CHAP_CRON_GRACE = timedelta(seconds=2 * CHAP_CRON_INTERVAL_SECONDS)
@@ -130,10 +131,10 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
 
     run_requests = []
     for due in plan.due:
-        tags = {TRIGGER_TAG: "chap-cron", "chap_scheduler/cron": due.cron, "chap_scheduler/cron_tick": due.tick_iso,
+        tags = {TRIGGER_TAG: "chap-cron", CRON_TAG: due.cron, CRON_TICK_TAG: due.tick_iso,
                 MODEL_TICK_TAG: model_tick(due.partition_key, due.tick, settings.location_name)}
         if due.catch_up:
-            tags["chap_scheduler/catch_up"] = "true"
+            tags[CATCH_UP_TAG] = "true"
         run_requests.append(dg.RunRequest(partition_key=due.partition_key, run_key=due.run_key, tags=tags))
         context.log.info(
             f"configured model {due.setup_id} ({due.name}) due at {due.tick.isoformat()} ({due.cron})"
