@@ -7,7 +7,7 @@ import dagster as dg
 from .defs.assets import dhis2_chap_prediction_report
 from .defs.jobs import dhis2_chap_prediction
 from .defs.overview import chap_predictions_overview, overview_sensors
-from .defs.resources import dhis2_resource_from_env
+from .defs.resources import dhis2_resource_definition
 from .defs.schedules import dhis2_chap_prediction_schedule
 from .defs.sensors import chap_sensors
 
@@ -25,5 +25,5 @@ defs = dg.Definitions(
     jobs=[dhis2_chap_prediction],
     schedules=[dhis2_chap_prediction_schedule],
     sensors=[*chap_sensors, *overview_sensors],
-    resources={"dhis2": dhis2_resource_from_env()},
+    resources={"dhis2": dhis2_resource_definition()},
 )
