@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import ValidationError
 
 from .chap_models import (
     ChapApi,
@@ -30,6 +31,7 @@ from .errors import (
     ChapRejected,
     ChapRouteMissing,
     ChapSubmitUncertain,
+    ChapUnexpectedAnswer,
     ChapUnreachable,
     Dhis2AuthFailed,
     PredictionSetupNotFound,
@@ -118,23 +120,21 @@ class ChapClient:
             headers["Content-Length"] = str(content_length)
         try:
             response = self._http.post(path, content=content, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection was made, so nothing was sent: not uncertain.
+            raise self._transport_error("POST", path, exc) from exc
         except httpx.TimeoutException as exc:
             raise ChapSubmitUncertain(
-                f"chap POST {path} timed out after sending the request ({type(exc).__name__}); "
-                "chap may or may not have created the prediction",
-                hint="Not retried, to avoid a duplicate prediction. Check chap's job list before launching again; "
-                "raise the DHIS2 route's responseTimeoutSeconds if chap is slow to accept large requests.",
+                path, f"no answer in time after sending the request ({type(exc).__name__})"
             ) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise ChapSubmitUncertain(path, f"the connection was dropped ({type(exc).__name__}: {exc})") from exc
         except httpx.TransportError as exc:
             raise self._transport_error("POST", path, exc) from exc
-        if response.status_code == 504:
-            # The DHIS2 route's upstream read timed out: chap got the request and may still create the prediction.
-            raise ChapSubmitUncertain(
-                f"chap POST {path} -> HTTP 504 from DHIS2's route (chap did not answer in time); "
-                "chap may or may not have created the prediction",
-                hint="Not retried, to avoid a duplicate prediction. Check chap's job list before launching again; "
-                "raise the DHIS2 route's responseTimeoutSeconds if chap is slow to accept large requests.",
-            )
+        if response.status_code in (502, 503, 504):
+            # The route may have forwarded the request before chap (or the proxy) failed to answer:
+            # chap may have created the prediction. Never retried; the caller looks it up by name.
+            raise ChapSubmitUncertain(path, f"HTTP {response.status_code} from DHIS2's route")
         return self._decode("POST", path, response)
 
     def _transport_error(self, method: str, path: str, exc: Exception) -> ChapUnreachable:
@@ -267,6 +267,23 @@ class ChapClient:
             raise ChapHttpError("GET", f"/v1/jobs/{job_id}", 200, status, hint="Expected a bare status string.")
         return status.strip().strip('"')
 
+    def find_jobs_by_name(self, marker: str, setup_id: int | None = None, api: ChapApi | None = None) -> list[JobDescription]:
+        """chap's jobs whose name contains ``marker``, newest first (``GET /v1/jobs?predictionSetupId=``).
+
+        Checked against chap-core 2.5.1: a job's ``name`` is the ``name`` of the /run request, and
+        the setup filter lists it from the moment it is queued.
+        """
+        legacy = (api or self._api) is ChapApi.LEGACY
+        params = {"predictionSetupId": str(setup_id)} if setup_id is not None and not legacy else None
+        rows = self._get("/v1/jobs", params=params)
+        if not isinstance(rows, list):
+            raise ChapUnexpectedAnswer("GET", "/v1/jobs", "a list of jobs", rows)
+        found = []
+        for row in rows:
+            if isinstance(row, dict) and marker in str(row.get("name") or ""):
+                found.append(_validated(JobDescription, row, "GET", "/v1/jobs", "a list of jobs"))
+        return found
+
     def job_description(self, job_id: str) -> JobDescription | None:
         rows = self._get("/v1/jobs", params={"ids": job_id})
         for row in rows or []:
@@ -387,3 +404,15 @@ def _text_snippet(body: Any) -> str:
     if _looks_like_html(text):
         return "an HTML error page"
     return text[:300]
+
+
+def _validated(model: Any, row: Any, method: str, path: str, expected: str) -> Any:
+    """``model.model_validate(row)``, or a plain-words error naming what chap should have answered."""
+    try:
+        return model.model_validate(row)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "the answer"
+        raise ChapUnexpectedAnswer(
+            method, path, expected, row, problem=f"{where}: {first.get('msg', 'invalid')}"
+        ) from None

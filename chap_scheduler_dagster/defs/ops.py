@@ -70,7 +70,11 @@ def fetch_analytics(context: dg.OpExecutionContext, run: PredictionRun, dhis2: D
 def submit_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> PredictionRun:
     settings = get_settings()
     with report_step(context, run, "submit_prediction"), dhis2.chap(settings) as chap:
-        steps.submit(run, chap, log=context.log.info)
+        steps.submit(
+            run, chap, log=context.log.info, settings=settings,
+            # Run tags: the backstop report of a run whose worker dies later reads them.
+            record=lambda tags: context.instance.add_run_tags(context.run_id, tags),
+        )
     return run
 
 
