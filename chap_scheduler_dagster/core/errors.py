@@ -95,8 +95,14 @@ class ChapRouteMissing(ChapError):
 class ChapHttpError(ChapError):
     """chap answered with an error status; ``detail`` is chap's error body, verbatim."""
 
-    def __init__(self, method: str, path: str, status_code: int, detail: object, hint: str = "") -> None:
-        super().__init__(f"chap {method} {path} -> HTTP {status_code}: {_short(detail)}", hint=hint)
+    def __init__(
+        self, method: str, path: str, status_code: int, detail: object, hint: str = "", cause: str = "",
+        summary: str = "",
+    ) -> None:
+        text = summary or _short(detail)
+        message = f"{cause} (chap {method} {path} -> HTTP {status_code}): {text}" if cause else \
+            f"chap {method} {path} -> HTTP {status_code}: {text}"
+        super().__init__(message, hint=hint)
         self.method = method
         self.path = path
         self.status_code = status_code
