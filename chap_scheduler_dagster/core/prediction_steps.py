@@ -22,6 +22,7 @@ from .errors import ChapError, ChapPredictionNotCreated, ChapSubmitUncertain, Dh
 from .periods import calendar_order, dhis2_id
 from .prediction_body import iter_body, remove_body
 from .reconcile import prediction_name, reconcile_submission
+from .run_cause import JOB_TAG, POST_TAG
 from .report import RunReport
 from .run_window import InputWindow, WindowRequest, probe_latest_common_period, resolve_window, setup_period_type
 
@@ -193,9 +194,8 @@ def fetch_data(
         )
 
 
-# Run tags that say how far the submission got, for the report of a run whose worker died.
-POST_TAG = "chap_scheduler/post"
-JOB_TAG = "chap_scheduler/chap_job_id"
+# Run tags that say how far the submission got (POST_TAG, JOB_TAG): the report of a run whose
+# worker died reads them (core/run_cause.py).
 
 
 def _no_record(_: dict[str, str]) -> None:

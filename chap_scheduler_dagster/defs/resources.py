@@ -25,6 +25,7 @@ from ..core.credential_scope import (
 )
 from ..core.dhis2_reader import Dhis2Reader
 from ..core.errors import SchedulerError
+from ..core.run_cause import FIX_MARKER  # the backstop report splits the fix off at it
 from ..settings import SchedulerSettings, get_settings
 
 
@@ -83,8 +84,6 @@ class UnavailableDhis2(Dhis2Resource):
         raise SchedulerError(self.reason, hint=self.fix)
 
 
-# Marks the fix inside a resource start-up error, so the backstop report can show it apart.
-FIX_MARKER = "\nWhat to do: "
 
 
 def dhis2_from_environment() -> Dhis2Resource:
