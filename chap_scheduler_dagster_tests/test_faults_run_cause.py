@@ -96,3 +96,13 @@ def test_backstop_with_the_real_resource_and_a_missing_variable(monkeypatch, tmp
     assert "**What to do:** Set DHIS2_PASSWORD in the environment of the code location" in text
     assert "Error executing resource_fn" not in text
     assert overview_on_canceled.name.endswith("canceled")
+
+
+def test_instance_files_say_what_run_monitoring_really_does():
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    for path in (repo / "dagster.yaml", repo / "deploy" / "docker" / "dagster.yaml"):
+        text = " ".join(path.read_text().split())
+        assert "a run whose worker process died is caught by max_runtime_seconds" not in text
+        assert "code server that started the run process sees it exit and fails the run within seconds" in text
