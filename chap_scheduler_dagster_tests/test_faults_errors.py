@@ -216,3 +216,49 @@ def test_setup_json_still_parses():
     with respx.mock() as router, ChapClient(DHIS2, username=USER, password=PASSWORD) as chap:
         router.get(f"{ROUTE}/v1/crud/prediction-setups").respond(200, json=[setup_json()])
         assert len(chap.list_prediction_setups()) == 1
+
+
+# ---- point 2: errors on the POST reach the run report in plain words, with what to do ----------
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        ((500, INTERNAL), "chap-core failed with an internal error (chap POST"),
+        ((422, VALIDATION), "dataSources: Extra inputs are not permitted (extra_forbidden)"),
+        ((409, web_message(409, "Route is disabled", "E4050")), "DHIS2 answered for its route 'chap'"),
+        ((409, {"detail": "Configured model is archived"}), "chap refused to run the configured model"),
+    ],
+)
+def test_post_errors_reach_the_report_with_what_to_do(answer, words):
+    import dagster as dg
+
+    from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
+    from chap_scheduler_dagster.defs.resources import Dhis2Resource
+
+    from .fake_dhis2 import BASE, FakeDhis2
+    from .fake_dhis2 import PASSWORD as FAKE_PASSWORD
+    from .fake_dhis2 import USER as FAKE_USER
+
+    class PostFails(FakeDhis2):
+        def _chap(self, request, path):  # noqa: ANN001, ANN202
+            if request.method == "POST":
+                self.post_calls += 1
+                return httpx.Response(answer[0], json=answer[1])
+            return super()._chap(request, path)
+
+    fake = PostFails()
+    with dg.instance_for_test() as instance, respx.mock(assert_all_called=False) as router:
+        fake.install(router)
+        instance.add_dynamic_partitions("chap_configured_models", [str(fake.setup_id)])
+        result = dhis2_chap_prediction.execute_in_process(
+            partition_key=str(fake.setup_id), instance=instance, raise_on_error=False,
+            resources={"dhis2": Dhis2Resource(base_url=BASE, username=FAKE_USER, password=FAKE_PASSWORD)},
+        )
+        meta = instance.fetch_materializations(
+            dg.AssetKey("dhis2_chap_prediction_report"), limit=1).records[0].asset_materialization.metadata
+    text = meta["report"].value
+    assert not result.success and fake.post_calls == 1
+    assert meta["failed_step"].value == "submit_prediction"
+    assert words in text and "- **What to do:** " in text
+    assert '{"' not in meta["error"].value, meta["error"].value
