@@ -156,3 +156,12 @@ def test_post_dropped_or_timed_out_after_sending_is_uncertain_but_refused_connec
             chap.submit_prediction(3, b"{}", 2)
         assert not isinstance(err.value, ChapSubmitUncertain)
     assert post.call_count == 4  # one POST per call, never resent
+
+
+def test_legacy_chap_api_is_reconciled_too():
+    with Sandbox(SandboxConfig(port=0, chap_api="legacy", job_seconds=0.2)) as legacy:
+        legacy.faults.update({"chap_post": "lost_504"})
+        result, text, meta, tags = run(legacy)
+        [job] = legacy.chap.jobs.values()
+    assert result.success, text
+    assert job.name.endswith(run_marker(result.run_id)) and f"found job {job.id} by name" in text
