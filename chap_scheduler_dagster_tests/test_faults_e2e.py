@@ -116,6 +116,28 @@ def backstop_report(stack, partition: str, run_id: str, timeout: float = 120) ->
     raise AssertionError(f"no report for run {run_id} within {timeout} s\n{stack.log_tail()}")
 
 
+SENSOR_TICKS = """
+query Ticks($sel: SensorSelector!) {
+  sensorOrError(sensorSelector: $sel) { __typename ... on Sensor { sensorState { ticks(limit: 5) {
+    status skipReason error { message } } } } }
+}
+"""
+
+
+def sensor_skip_reason(stack, name: str, timeout: float = 90) -> str:
+    selector = {"repositoryLocationName": "chap_scheduler_dagster", "repositoryName": "__repository__",
+                "sensorName": name}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ticks = stack.graphql(SENSOR_TICKS, {"sel": selector})["sensorOrError"]["sensorState"]["ticks"]
+        for tick in ticks:
+            assert tick["status"] != "FAILURE", f"sensor tick failed: {tick['error']}"
+            if tick["status"] == "SKIPPED":
+                return tick["skipReason"] or ""
+        time.sleep(1)
+    raise AssertionError(f"no tick of {name} within {timeout} s\n{stack.log_tail()}")
+
+
 def test_launchpad_cannot_send_the_password_elsewhere(stack):
     listener = Listener()
     try:
@@ -191,9 +213,12 @@ def test_missing_variable_report_names_it(sandbox, tmp_path_factory):
         run_id = launched["run"]["runId"]
         assert stack.wait_for_run(run_id)["status"] == "FAILURE"
         text, meta = backstop_report(stack, "3", run_id)
+        skip = sensor_skip_reason(stack, "configured_models_sensor")
     finally:
         stack.stop()
         drop_database(database)
+    # Point 8: the discovery sensor's tick is skipped with the reason, not failed with a config error.
+    assert "the environment variable DHIS2_PASSWORD is not set in the code location" in skip, skip
     assert meta["failed_step"] == "resource initialization", text
     assert "the environment variable DHIS2_PASSWORD is not set in the code location" in text
     assert "Set DHIS2_PASSWORD in the environment of the code location" in text
