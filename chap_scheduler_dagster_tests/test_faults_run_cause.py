@@ -106,3 +106,29 @@ def test_instance_files_say_what_run_monitoring_really_does():
         text = " ".join(path.read_text().split())
         assert "a run whose worker process died is caught by max_runtime_seconds" not in text
         assert "code server that started the run process sees it exit and fails the run within seconds" in text
+
+
+def test_a_dead_runs_job_is_found_by_name_when_its_id_was_never_recorded(monkeypatch):
+    import respx
+
+    from chap_scheduler_dagster.core.reconcile import run_marker
+    from chap_scheduler_dagster.defs.run_backstop import chap_lookup
+
+    monkeypatch.setenv("DHIS2_BASE_URL", "http://dhis2.test")
+    monkeypatch.setenv("DHIS2_USERNAME", "admin")
+    monkeypatch.setenv("DHIS2_PASSWORD", "pw")
+    monkeypatch.delenv("DHIS2_TOKEN", raising=False)
+    run = dg.DagsterRun(job_name="dhis2_chap_prediction", run_id=RUN, tags={POST_TAG: "sending"})
+    route = "http://dhis2.test/api/routes/chap/run/v1/jobs"
+    with respx.mock() as router:
+        listing = router.get(route).respond(200, json=[{"id": "job-42", "name": f"m {run_marker(RUN)}",
+                                                        "status": "STARTED"}])
+        router.get(f"{route}/job-42").respond(200, json="STARTED")
+        tags, status = chap_lookup(run, "3")
+    assert listing.calls.last.request.url.params["predictionSetupId"] == "3"
+    assert tags[JOB_TAG] == "job-42" and status == "STARTED"
+    cause = explain([*STARTED, RunEvent("ENGINE_EVENT", "terminated by signal 9")], tags, chap_status=status)
+    assert "chap accepted it as job job-42 (chap says STARTED)" in cause.text
+    # No POST recorded: chap is not asked at all.
+    with respx.mock() as router:
+        assert chap_lookup(dg.DagsterRun(job_name="x", run_id=RUN, tags={}), "3") == ({}, None)
