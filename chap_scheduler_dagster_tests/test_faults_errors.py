@@ -262,3 +262,42 @@ def test_post_errors_reach_the_report_with_what_to_do(answer, words):
     assert meta["failed_step"].value == "submit_prediction"
     assert words in text and "- **What to do:** " in text
     assert '{"' not in meta["error"].value, meta["error"].value
+
+
+def test_cut_off_over_a_real_socket():
+    """The words httpx uses for a body cut short on a real connection are the ones matched."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+                             b'{"rows": [["DE_1"')
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        reader = Dhis2Reader(base, username=USER, password=PASSWORD, get_attempts=1)
+        with pytest.raises(Dhis2RequestFailed, match="was cut off"):
+            reader.analytics([("dimension", "dx:DE_1")])
+        reader.close()
+        with ChapClient(base, username=USER, password=PASSWORD, get_attempts=1) as chap:
+            with pytest.raises(ChapUnexpectedAnswer, match="the answer was cut off"):
+                chap.list_prediction_setups()
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
