@@ -10,7 +10,7 @@ from .defs.jobs import dhis2_chap_prediction
 from .defs.notifications import notification_sensors, notify_channels_from_env
 from .defs.overview import chap_predictions_overview, overview_sensors
 from .defs.publishing import forecast_assets, publish_chap_forecast
-from .defs.resources import dhis2_resource_from_env
+from .defs.resources import dhis2_resource_definition
 from .defs.schedules import dhis2_chap_prediction_schedule
 from .defs.sensors import chap_sensors
 
@@ -28,5 +28,5 @@ defs = dg.Definitions(
     jobs=[dhis2_chap_prediction, publish_chap_forecast, check_connections],
     schedules=[dhis2_chap_prediction_schedule],
     sensors=[*chap_sensors, *overview_sensors, *notification_sensors],
-    resources={"dhis2": dhis2_resource_from_env(), "notify_channels": notify_channels_from_env()},
+    resources={"dhis2": dhis2_resource_definition(), "notify_channels": notify_channels_from_env()},
 )

@@ -30,6 +30,10 @@ class SchedulerSettings(BaseSettings):
     # Job waiting
     prediction_timeout_seconds: float = Field(default=3600, gt=0)
     poll_interval_seconds: float = Field(default=5, gt=0)
+    reconcile_seconds: float = Field(
+        default=120, gt=0, description="How long to look in chap for a prediction by name after its POST's "
+        "answer was lost (timeout, 502/503/504, dropped connection) before saying it was not created.",
+    )
     # Periods
     period_cap: int = Field(default=120, gt=0, description="Most input periods a run may request.")
     horizon_day: int = Field(default=30, gt=0)

@@ -17,6 +17,9 @@ def fast_settings(monkeypatch, request):
     monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.01")
     if "sleeps" not in request.fixturenames:
         monkeypatch.setenv("CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS", "0")
+    # Credentials go only to DHIS2_BASE_URL's origin: one set in the developer's shell would refuse the fakes.
+    for name in ("DHIS2_BASE_URL", "DHIS2_ALLOWED_ORIGINS"):
+        monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()

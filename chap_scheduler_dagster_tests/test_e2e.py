@@ -91,17 +91,18 @@ def test_chap_rejection(stack):
     assert "Rejected cells (grouped by covariate)" in text and "`rainfall`:" in text
 
 
-def test_dhis2_down(stack):
+def test_dhis2_down(stack, sandbox):
     add_partitions(stack, ["1"])
-    # The launchpad can point a run at another DHIS2 URL (never a password): here, a closed port.
-    run = launch_and_wait(
-        stack, "1",
-        {"ops": {"probe_covariates": {"config": {}}}, "resources": {"dhis2": {"config": {"base_url": "http://127.0.0.1:9"}}}},
-    )
+    # The launchpad cannot point a run at another DHIS2 (test_faults_e2e.py); DHIS2 itself fails here.
+    sandbox.faults.update({"fail_next": 50})  # every /api request answers 503 with an HTML page
+    try:
+        run = launch_and_wait(stack, "1", {"ops": {"probe_covariates": {"config": {}}}})
+    finally:
+        sandbox.faults.reset()
     assert run["status"] == "FAILURE"
     text, meta = stack.report("1")
     assert meta["failed_step"] == "probe_covariates"
-    assert "could not reach DHIS2 at http://127.0.0.1:9" in text
+    assert "DHIS2 is unavailable (maintenance or overload)" in text and "HTTP 503" in text
 
 
 def test_invalid_run_config_gives_failed_run_with_report(stack):

@@ -184,7 +184,7 @@ def test_discovery_no_change_is_a_skip(instance):
         ),
         (httpx.Response(502, text="<html>bad gateway</html>"), "HTTP 502 from DHIS2 or its proxy"),
         (httpx.Response(401, json={"httpStatusCode": 401, "message": "Unauthorized"}), "authentication failed"),
-        (httpx.Response(200, json=[{"id": "not-a-number"}]), "cannot read"),
+        (httpx.Response(200, json=[{"id": "not-a-number"}]), "not a list of prediction setups"),
     ],
 )
 def test_discovery_skips_and_changes_nothing_when_unreachable(instance, clients, answer, reason):

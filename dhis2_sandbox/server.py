@@ -59,6 +59,9 @@ class SandboxConfig:
     weekly_setup_weeks: int = 110
 
 
+CHAP_POST_FAULTS = ("ok", "lost_502", "lost_503", "lost_504", "lost_drop", "not_created")
+
+
 @dataclass
 class Faults:
     slow_seconds: float = 0.0
@@ -70,6 +73,10 @@ class Faults:
     datavalues_write_status: int = 0  # every real (not dry-run) dataValueSets POST answers this status (0 = off)
     chap_empty_prediction: bool = False  # chap's prediction-entry answers [] (a prediction without values)
     chap_thresholds_fail: bool = False  # chap's POST /v1/analytics/thresholds answers 400 (no complete year)
+    # The next POST through the chap route loses its answer: lost_502/503/504 forward it to chap
+    # (which creates the job) and then answer that status; lost_drop forwards it and closes the
+    # connection without an answer; not_created answers 502 without forwarding (chap never saw it).
+    chap_post: Literal["ok", "lost_502", "lost_503", "lost_504", "lost_drop", "not_created"] = "ok"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def as_dict(self) -> dict:
@@ -82,6 +89,8 @@ class Faults:
                 raise ValueError(f"unknown fault {k!r}; known: {sorted(names)}")
         if "chap_job" in data and data["chap_job"] not in ("ok", "fail", "hang"):
             raise ValueError("chap_job must be one of ok, fail, hang")
+        if "chap_post" in data and data["chap_post"] not in CHAP_POST_FAULTS:
+            raise ValueError(f"chap_post must be one of {', '.join(CHAP_POST_FAULTS)}")
         with self._lock:
             for k, v in data.items():
                 if k in ("fail_next", "html_next", "datavalues_fail_next", "datavalues_write_status"):
@@ -95,7 +104,14 @@ class Faults:
     def reset(self) -> None:
         self.update({"slow_seconds": 0.0, "fail_next": 0, "html_next": 0, "chap_job": "ok", "route_down": False,
                      "datavalues_fail_next": 0, "datavalues_write_status": 0, "chap_empty_prediction": False,
-                     "chap_thresholds_fail": False})
+                     "chap_thresholds_fail": False,
+                     "chap_post": "ok"})
+
+    def take_chap_post(self) -> str:
+        """The POST fault for this request (one-shot: it applies to one POST, then resets)."""
+        with self._lock:
+            fault, self.chap_post = self.chap_post, "ok"
+            return fault
 
     def take(self, name: str) -> bool:
         with self._lock:
@@ -550,10 +566,22 @@ class _Handler(BaseHTTPRequestHandler):
         raw_path = urlsplit(self.path).path
         marker = f"/{code}/run"
         sub = raw_path.split(marker, 1)[1] if marker in raw_path else ""
+        post_fault = sb.faults.take_chap_post() if self.command == "POST" else "ok"
+        if post_fault == "not_created":
+            self._send_json(502, web_message(502, "Bad Gateway", "Bad Gateway"))
+            return
         if sb.config.chap_url:
             status, data, ctype = sb.forward(self.command, sub, raw_query, body, self.headers)
         else:
             status, data, ctype = sb.chap.handle(self.command, unquote(sub) or "/", query, body)
+        if post_fault == "lost_drop":  # chap has it; its answer never reaches the caller
+            self.close_connection = True
+            return
+        if post_fault.startswith("lost_"):
+            code = int(post_fault[len("lost_"):])
+            reason = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}[code]
+            self._send_json(code, web_message(code, reason, reason))
+            return
         self._send(status, data, ctype)
 
 

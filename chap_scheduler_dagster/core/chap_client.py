@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import orjson
+from pydantic import ValidationError
 
 from .chap_models import (
     ChapApi,
@@ -28,14 +29,17 @@ from .errors import (
     ChapJobTimeout,
     ChapJobUnknown,
     ChapRejected,
+    ChapError,
     ChapRouteMissing,
     ChapSubmitUncertain,
+    ChapUnexpectedAnswer,
     ChapUnreachable,
     Dhis2AuthFailed,
     PredictionSetupNotFound,
     Rejection,
     redact_url,
 )
+from .http_faults import chap_call, explain, looks_cut_off, summarize_chap_detail
 from .retry import RETRYABLE_STATUS, with_retries
 
 ROUTE_PREFIX = "/api/routes/chap/run"
@@ -118,26 +122,29 @@ class ChapClient:
             headers["Content-Length"] = str(content_length)
         try:
             response = self._http.post(path, content=content, headers=headers)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection was made, so nothing was sent: not uncertain.
+            raise self._transport_error("POST", path, exc) from exc
         except httpx.TimeoutException as exc:
             raise ChapSubmitUncertain(
-                f"chap POST {path} timed out after sending the request ({type(exc).__name__}); "
-                "chap may or may not have created the prediction",
-                hint="Not retried, to avoid a duplicate prediction. Check chap's job list before launching again; "
-                "raise the DHIS2 route's responseTimeoutSeconds if chap is slow to accept large requests.",
+                path, f"no answer in time after sending the request ({type(exc).__name__})"
             ) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise ChapSubmitUncertain(path, f"the connection was dropped ({type(exc).__name__}: {exc})") from exc
         except httpx.TransportError as exc:
             raise self._transport_error("POST", path, exc) from exc
-        if response.status_code == 504:
-            # The DHIS2 route's upstream read timed out: chap got the request and may still create the prediction.
-            raise ChapSubmitUncertain(
-                f"chap POST {path} -> HTTP 504 from DHIS2's route (chap did not answer in time); "
-                "chap may or may not have created the prediction",
-                hint="Not retried, to avoid a duplicate prediction. Check chap's job list before launching again; "
-                "raise the DHIS2 route's responseTimeoutSeconds if chap is slow to accept large requests.",
-            )
+        if response.status_code in (502, 503, 504):
+            # The route may have forwarded the request before chap (or the proxy) failed to answer:
+            # chap may have created the prediction. Never retried; the caller looks it up by name.
+            raise ChapSubmitUncertain(path, f"HTTP {response.status_code} from DHIS2's route")
         return self._decode("POST", path, response)
 
-    def _transport_error(self, method: str, path: str, exc: Exception) -> ChapUnreachable:
+    def _transport_error(self, method: str, path: str, exc: Exception) -> ChapError:
+        if _cut_off_transport(exc):
+            return ChapUnexpectedAnswer(
+                method, path, "a complete answer", f"{type(exc).__name__}: {exc}",
+                problem="the answer was cut off before its end",
+            )
         return ChapUnreachable(
             f"could not reach DHIS2 at {redact_url(self.dhis2_base_url)} for chap {method} {path}: "
             f"{type(exc).__name__}: {exc}",
@@ -146,24 +153,28 @@ class ChapClient:
 
     def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
         status = response.status_code
+        call = chap_call(method, path)
         if status == 401:
             chap_body = _json_or_text(response)
             if isinstance(chap_body, dict) and "detail" in chap_body and "httpStatusCode" not in chap_body:
                 # chap's own 401 relayed by the route (CHAP_API_TOKEN set): the route's credentials, not the user's.
-                raise ChapHttpError(
-                    method, path, status, chap_body["detail"],
-                    hint="chap-core requires an API token. Give the DHIS2 route 'chap' auth of type api-token "
-                    "with chap's CHAP_API_TOKEN.",
-                )
+                why = explain("chap", 401, call)
+                raise ChapHttpError(method, path, status, chap_body["detail"], hint=why.fix, cause=why.cause)
         if status in (301, 302, 303, 307, 308) or status == 401:
             raise Dhis2AuthFailed(self.username or "<token>", self.dhis2_base_url, f"HTTP {status} on the chap route")
         body = _json_or_text(response)
         if 200 <= status < 300:
+            if isinstance(body, _CutOff):
+                raise ChapUnexpectedAnswer(
+                    method, path, "complete JSON", body.text, problem=f"the answer was cut off after {body.size} bytes"
+                )
             if isinstance(body, str) and _looks_like_html(body):
                 raise Dhis2AuthFailed(
                     self.username or "<token>", self.dhis2_base_url, "DHIS2 answered with an HTML page (login page?)"
                 )
             return body
+        if isinstance(body, _CutOff):
+            body = body.text
         if isinstance(body, dict) and "httpStatusCode" in body:
             # A DHIS2 WebMessage: DHIS2 itself answered, not chap.
             message = str(body.get("message", ""))
@@ -179,29 +190,43 @@ class ChapClient:
                     hint="Add one of the route's authorities to the DHIS2 user, or run as a user who has them.",
                 )
             if status in (502, 503, 504):
+                why = explain("chap", status, call)
                 raise ChapUnreachable(
-                    f"DHIS2's route 'chap' is configured but chap-core did not answer (HTTP {status}: {message})",
-                    hint="Check that chap-core is running and that the route URL is right; "
-                    "raise the route's responseTimeoutSeconds if chap is slow.",
+                    f"DHIS2's route 'chap' is configured but chap-core did not answer (HTTP {status}: {message}): "
+                    f"{why.cause}",
+                    hint=why.fix,
                 )
+            why = explain("dhis2", status, call)
+            code = f" ({body['errorCode']})" if body.get("errorCode") else ""
+            raise ChapHttpError(
+                method, path, status, message, hint=why.fix,
+                cause=f"DHIS2 answered for its route 'chap': {why.cause}", summary=f"{message or 'no message'}{code}",
+            )
         if status in (502, 503, 504):
+            why = explain("chap", status, call)
             raise ChapUnreachable(
-                f"chap {method} {path} -> HTTP {status} from DHIS2 or its proxy: {_text_snippet(body)}",
-                hint="chap-core or the DHIS2 route is down or overloaded; check chap-core's health and try again later.",
+                f"chap {method} {path} -> HTTP {status} from DHIS2 or its proxy: {why.cause} "
+                f"({_text_snippet(body) if isinstance(body, str) or body is None else summarize_chap_detail(body)})",
+                hint=why.fix,
             )
         if status == 400:
             detail = body.get("detail") if isinstance(body, dict) else None
             rejection = Rejection.from_detail(detail)
             if rejection is not None:
                 raise ChapRejected(method, path, status, detail, rejection)
+        if status == 404 and call == "job_status":
+            why = explain("chap", 404, call)
+            raise ChapJobUnknown(f"chap does not know job {path.rsplit('/', 1)[-1]}: {why.cause}", hint=why.fix)
         # FastAPI's {"detail": ...} is unwrapped; chap's 500 handler adds "error"/"type" beside
         # "detail": "Internal server error", and those carry the cause, so keep such bodies whole.
         detail = body["detail"] if isinstance(body, dict) and set(body) == {"detail"} else body
-        raise ChapHttpError(method, path, status, detail)
+        why = explain("chap", status, call)
+        summary = _text_snippet(body) if isinstance(body, str) else summarize_chap_detail(body)
+        raise ChapHttpError(method, path, status, detail, hint=why.fix, cause=why.cause, summary=summary)
 
     # ---- system ----
     def system_info(self) -> ChapSystemInfo:
-        return ChapSystemInfo.model_validate(self._get("/system/info"))
+        return _validated(ChapSystemInfo, self._get("/system/info"), "GET", "/system/info", "chap's system info")
 
     # ---- configured models (prediction setups) ----
     def list_prediction_setups(self) -> list[PredictionSetup]:
@@ -210,13 +235,13 @@ class ChapClient:
             try:
                 rows = self._get("/v1/crud/prediction-setups")
                 self._api = ChapApi.PREDICTION_SETUPS
-                return [PredictionSetup.model_validate(r) for r in rows]
+                return _setups(rows, "/v1/crud/prediction-setups")
             except ChapHttpError as exc:
                 if exc.status_code != 404 or self._api is not None:
                     raise
         rows = self._get("/v1/crud/configured-models-with-data-source")
         self._api = ChapApi.LEGACY
-        return [PredictionSetup.model_validate(r) for r in rows]
+        return _setups(rows, "/v1/crud/configured-models-with-data-source")
 
     @property
     def api(self) -> ChapApi | None:
@@ -264,14 +289,33 @@ class ChapClient:
                 raise ChapJobUnknown(f"chap does not know job {job_id}") from exc
             raise
         if not isinstance(status, str):
-            raise ChapHttpError("GET", f"/v1/jobs/{job_id}", 200, status, hint="Expected a bare status string.")
+            raise ChapUnexpectedAnswer("GET", f"/v1/jobs/{job_id}", "a job status (a bare string)", status)
         return status.strip().strip('"')
+
+    def find_jobs_by_name(self, marker: str, setup_id: int | None = None, api: ChapApi | None = None) -> list[JobDescription]:
+        """chap's jobs whose name contains ``marker``, newest first (``GET /v1/jobs?predictionSetupId=``).
+
+        Checked against chap-core 2.5.1: a job's ``name`` is the ``name`` of the /run request, and
+        the setup filter lists it from the moment it is queued.
+        """
+        legacy = (api or self._api) is ChapApi.LEGACY
+        params = {"predictionSetupId": str(setup_id)} if setup_id is not None and not legacy else None
+        rows = self._get("/v1/jobs", params=params)
+        if not isinstance(rows, list):
+            raise ChapUnexpectedAnswer("GET", "/v1/jobs", "a list of jobs", rows)
+        found = []
+        for row in rows:
+            if isinstance(row, dict) and marker in str(row.get("name") or ""):
+                found.append(_validated(JobDescription, row, "GET", "/v1/jobs", "a list of jobs"))
+        return found
 
     def job_description(self, job_id: str) -> JobDescription | None:
         rows = self._get("/v1/jobs", params={"ids": job_id})
+        if rows is not None and not isinstance(rows, list):
+            raise ChapUnexpectedAnswer("GET", "/v1/jobs", "a list of jobs", rows)
         for row in rows or []:
             if isinstance(row, dict) and row.get("id") == job_id:
-                return JobDescription.model_validate(row)
+                return _validated(JobDescription, row, "GET", "/v1/jobs", "a list of jobs")
         return None
 
     def wait_for_job(
@@ -330,7 +374,8 @@ class ChapClient:
     # ---- results (only after SUCCESS: chap answers 500 on failed jobs) ----
     def prediction_result(self, job_id: str) -> PredictionInfo:
         try:
-            return PredictionInfo.model_validate(self._get(f"/v1/jobs/{job_id}/prediction_result"))
+            path = f"/v1/jobs/{job_id}/prediction_result"
+            return _validated(PredictionInfo, self._get(path), "GET", path, "a prediction (PredictionInfo)")
         except ChapHttpError as exc:
             if exc.status_code not in (404, 405):
                 raise
@@ -351,7 +396,10 @@ class ChapClient:
         """
         summary = PredictionSummary()
         for quantile in quantiles:
-            rows = self._get(f"/v1/analytics/prediction-entry/{prediction_id}", params=[("quantiles", str(quantile))])
+            path = f"/v1/analytics/prediction-entry/{prediction_id}"
+            rows = self._get(path, params=[("quantiles", str(quantile))])
+            if rows is not None and not isinstance(rows, list):
+                raise ChapUnexpectedAnswer("GET", path, "a list of prediction values", rows)
             summary.add(rows or [], quantile)
         return summary
 
@@ -368,13 +416,29 @@ class _RetryableStatus(Exception):
         self.response = response
 
 
+class _CutOff:
+    """A body that starts like JSON but ends early: the answer was cut off on the way."""
+
+    def __init__(self, text: str, size: int) -> None:
+        self.text = text[:200]
+        self.size = size
+
+
 def _json_or_text(response: httpx.Response) -> Any:
     if not response.content:
         return None
     try:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
-        return response.text
+        text = response.text
+        if looks_cut_off(text):
+            return _CutOff(text, len(response.content))
+        return text
+
+
+def _cut_off_transport(exc: Exception) -> bool:
+    # httpx/h11: "peer closed connection without sending complete message body: received N bytes, expected M"
+    return isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc)
 
 
 def _looks_like_html(text: str) -> bool:
@@ -387,3 +451,22 @@ def _text_snippet(body: Any) -> str:
     if _looks_like_html(text):
         return "an HTML error page"
     return text[:300]
+
+
+def _validated(model: Any, row: Any, method: str, path: str, expected: str) -> Any:
+    """``model.model_validate(row)``, or a plain-words error naming what chap should have answered."""
+    try:
+        return model.model_validate(row)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())) or "the answer"
+        raise ChapUnexpectedAnswer(
+            method, path, expected, row, problem=f"{where}: {first.get('msg', 'invalid')}"
+        ) from None
+
+
+def _setups(rows: Any, path: str) -> list[PredictionSetup]:
+    expected = "a list of prediction setups"
+    if not isinstance(rows, list):
+        raise ChapUnexpectedAnswer("GET", path, expected, rows)
+    return [_validated(PredictionSetup, r, "GET", path, expected) for r in rows]

@@ -23,6 +23,7 @@ from dhis2_client import DHIS2Client, DHIS2HTTPError
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import Dhis2AuthFailed, Dhis2RequestFailed, Dhis2Unreachable, redact_url
+from .http_faults import dhis2_call, explain, looks_cut_off
 from .retry import RETRYABLE_STATUS, with_retries
 
 # dhis2-client logs every non-2xx at ERROR through Python's last-resort handler;
@@ -94,6 +95,8 @@ class Dhis2Reader:
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, DHIS2HTTPError):
                 return exc.status_code in RETRYABLE_STATUS
+            if isinstance(exc, json.JSONDecodeError):
+                return looks_cut_off(exc.doc)  # cut short on the way: worth another try
             return isinstance(exc, httpx.TransportError)
 
         try:
@@ -105,7 +108,9 @@ class Dhis2Reader:
             )
         except DHIS2HTTPError as exc:
             raise self._http_error(path, exc) from None
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
+            if looks_cut_off(exc.doc):
+                raise self._cut_off(path, f"{len(exc.doc):,} characters arrived, not complete JSON") from None
             # A 200 with a non-JSON body: DHIS2 served its login page (or a proxy served HTML).
             raise Dhis2AuthFailed(
                 self.username or "<token>", self.base_url, "DHIS2 answered with an HTML page, not JSON (login page?)"
@@ -117,10 +122,21 @@ class Dhis2Reader:
                 "CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS.",
             ) from None
         except httpx.TransportError as exc:
+            if isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc):
+                raise self._cut_off(path, str(exc)) from None
             raise Dhis2Unreachable(
                 f"could not reach DHIS2 at {redact_url(self.base_url)}: {type(exc).__name__}: {exc}",
                 hint="Check DHIS2_BASE_URL and that DHIS2 is up and reachable from the Dagster run worker.",
             ) from None
+
+    def _cut_off(self, path: str, detail: str) -> Dhis2RequestFailed:
+        return Dhis2RequestFailed(
+            f"DHIS2's answer to {path} was cut off before its end ({detail}); DHIS2 was reached, but the answer "
+            "did not arrive whole",
+            hint="The connection broke while DHIS2 (or a proxy in front of it) was sending. Try again; if it repeats "
+            "for large answers, lower CHAP_SCHEDULER_MAX_ROWS_PER_REQUEST and check the proxy's timeouts and "
+            "buffering limits.",
+        )
 
     def _http_error(self, path: str, exc: DHIS2HTTPError) -> Exception:
         status = exc.status_code
@@ -132,26 +148,21 @@ class Dhis2Reader:
             return Dhis2AuthFailed(self.username or "<token>", self.base_url, f"HTTP 401 {message or 'Unauthorized'}")
         if message.lower().startswith("<!doctype") or message.lower().startswith("<html"):
             message = "an HTML error page"
+        why = explain("dhis2", status, dhis2_call(path))
         if status == 403:
             return Dhis2RequestFailed(
-                f"DHIS2 user {self.username!r} may not read {path}: {message}",
-                status,
-                hint="Give the DHIS2 user read access to the data elements and org units of this configured model.",
+                f"DHIS2 user {self.username!r} may not read {path}: {message}", status, hint=why.fix
             )
         if status == 404 and path == "/api/system/info":
             return Dhis2RequestFailed(
                 f"{redact_url(self.base_url)} does not look like a DHIS2 API root (HTTP 404 on {path})",
                 status,
-                hint="Set DHIS2_BASE_URL to the DHIS2 root, including any context path (e.g. https://host/dhis).",
+                hint=why.fix,
             )
         code = payload.get("errorCode")
         detail = f"{message} ({code})" if code else message
         return Dhis2RequestFailed(
-            f"DHIS2 {path} -> HTTP {status}: {detail or 'no message'}",
-            status,
-            hint="DHIS2 or a proxy in front of it is failing; try again later."
-            if status >= 500
-            else "Check the configured model's data elements, org units and periods in chap.",
+            f"{why.cause} (DHIS2 {path} -> HTTP {status}): {detail or 'no message'}", status, hint=why.fix
         )
 
     # ---- endpoints ----

@@ -96,8 +96,14 @@ class ChapRouteMissing(ChapError):
 class ChapHttpError(ChapError):
     """chap answered with an error status; ``detail`` is chap's error body, verbatim."""
 
-    def __init__(self, method: str, path: str, status_code: int, detail: object, hint: str = "") -> None:
-        super().__init__(f"chap {method} {path} -> HTTP {status_code}: {_short(detail)}", hint=hint)
+    def __init__(
+        self, method: str, path: str, status_code: int, detail: object, hint: str = "", cause: str = "",
+        summary: str = "",
+    ) -> None:
+        text = summary or _short(detail)
+        message = f"{cause} (chap {method} {path} -> HTTP {status_code}): {text}" if cause else \
+            f"chap {method} {path} -> HTTP {status_code}: {text}"
+        super().__init__(message, hint=hint)
         self.method = method
         self.path = path
         self.status_code = status_code
@@ -136,8 +142,43 @@ class PredictionSetupNotFound(ChapError):
     pass
 
 
-class ChapSubmitUncertain(ChapError):
-    """The POST may or may not have reached chap; it is not retried to avoid a duplicate prediction."""
+class ChapSubmitUncertain(ChapUnreachable):
+    """The POST may or may not have reached chap; it is not retried to avoid a duplicate prediction.
+
+    ``what`` says how its answer was lost (a timeout after sending, HTTP 502/503/504 from the
+    route, a dropped connection). The caller then looks the prediction up by name in chap.
+    """
+
+    def __init__(self, path: str, what: str, message: str = "", hint: str = "") -> None:
+        super().__init__(
+            message or f"chap POST {path}: {what}; chap may or may not have created the prediction",
+            hint=hint
+            or "Not retried, to avoid a duplicate prediction. Look in chap's job list for this run's prediction "
+            "before launching again; raise the DHIS2 route's responseTimeoutSeconds if chap is slow to accept "
+            "large requests.",
+        )
+        self.path = path
+        self.what = what
+
+
+class ChapPredictionNotCreated(ChapError):
+    """The POST's answer was lost and chap has no job by this run's name: nothing was created."""
+
+
+class ChapUnexpectedAnswer(ChapError):
+    """chap answered 2xx, but with something that is not what the call returns (or cut short)."""
+
+    def __init__(self, method: str, path: str, expected: str, got: object, problem: str = "") -> None:
+        shown = got if isinstance(got, str) else json.dumps(got, default=str)
+        shown = shown if len(shown) <= 200 else shown[:200] + "…"
+        super().__init__(
+            f"chap answered something that is not {expected} on {method} {path}"
+            + (f" ({problem})" if problem else "")
+            + f": {shown}",
+            hint="Check that the DHIS2 route 'chap' points at chap-core itself (not a proxy's error page) and that "
+            "chap-core is a version this scheduler supports (2.x with prediction setups); then launch again.",
+        )
+        self.expected = expected
 
 
 def _short(detail: object, limit: int = 2000) -> str:

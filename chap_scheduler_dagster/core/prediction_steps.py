@@ -18,10 +18,12 @@ from .chap_client import ChapClient
 from .chap_models import ChapApi, PredictionSetup
 from .dhis2_fetch import fetch_prediction_body
 from .dhis2_reader import Dhis2Reader
-from .errors import ChapError, Dhis2Error, SchedulerError
+from .errors import ChapError, ChapPredictionNotCreated, ChapSubmitUncertain, Dhis2Error, SchedulerError
 from .fingerprint import prediction_fingerprint
 from .periods import calendar_order, dhis2_id
 from .prediction_body import iter_body, remove_body
+from .reconcile import prediction_name, reconcile_submission
+from .run_cause import JOB_TAG, POST_TAG
 from .report import RunReport
 from .run_window import InputWindow, WindowRequest, probe_latest_common_period, resolve_window, setup_period_type
 
@@ -159,7 +161,8 @@ def fetch_data(
         raise SchedulerError("no input window was chosen by an earlier step")
     n_periods, how = prediction_horizon(setup, settings)
     run.report.n_periods, run.report.n_periods_how = n_periods, how
-    name = f"{setup.name} ({setup.model_name}) {window.start.id}-{window.end.id}"
+    # The run id in the name lets a lost POST answer be reconciled by name (core/reconcile.py).
+    name = prediction_name(f"{setup.name} ({setup.model_name}) {window.start.id}-{window.end.id}", run.report.run_id)
     started = time.perf_counter()
     result = fetch_prediction_body(
         reader,
@@ -198,17 +201,63 @@ def fetch_data(
         )
 
 
-def submit(run: PredictionRun, chap: ChapClient, log: Log = _quiet) -> str:
-    """POST the spooled body once. The body file is removed whatever happens."""
+# Run tags that say how far the submission got (POST_TAG, JOB_TAG): the report of a run whose
+# worker died reads them (core/run_cause.py).
+
+
+def _no_record(_: dict[str, str]) -> None:
+    pass
+
+
+def submit(
+    run: PredictionRun,
+    chap: ChapClient,
+    log: Log = _quiet,
+    *,
+    settings: SchedulerSettings | None = None,
+    record: Callable[[dict[str, str]], None] = _no_record,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """POST the spooled body once. The body file is removed whatever happens.
+
+    If the POST's answer is lost, the prediction is looked up by this run's name instead of
+    guessing. ``record`` keeps how far it got (POST sent, job id) where a backstop can read it.
+    """
     setup = run.require_setup()
     if run.body_path is None:
         raise SchedulerError("no request body was prepared by an earlier step")
+    record({POST_TAG: "sending"})
     try:
-        job_id = chap.submit_prediction(setup.id, iter_body(run.body_path), run.body_bytes, api=run.api)
+        try:
+            job_id = chap.submit_prediction(setup.id, iter_body(run.body_path), run.body_bytes, api=run.api)
+        except ChapSubmitUncertain as lost:
+            record({POST_TAG: "answer lost"})
+            window = (settings.reconcile_seconds if settings else 120.0)
+            log(f"{lost}; looking for this run's prediction by name in chap for up to {window:g} s")
+            found = reconcile_submission(
+                chap, setup.id, run.report.run_id, lost,
+                window_seconds=window,
+                poll_seconds=min(settings.poll_interval_seconds if settings else 5.0, 5.0),
+                api=run.api, clock=clock, sleep=sleep, log=log,
+            )
+            job_id = found.job.id
+            run.report.notes.append(found.note)
+            log(found.note)
+    except ChapPredictionNotCreated:
+        record({POST_TAG: "not created"})
+        raise
+    except ChapSubmitUncertain:
+        record({POST_TAG: "uncertain"})
+        raise
+    except SchedulerError:
+        record({POST_TAG: "refused"})
+        raise
     finally:
         remove_body(run.body_path)
         run.body_path = None
     run.job_id = run.report.job_id = job_id
+    record({POST_TAG: "answered", JOB_TAG: job_id})
     log(f"chap accepted the prediction request: job {job_id}")
     return job_id
 

@@ -83,6 +83,8 @@ class RunReport:
     fingerprint: str | None = None
     current_prediction_id: str | None = None
     current_prediction_run_id: str | None = None
+    # Things the operator should know that are not errors (e.g. a reconciled POST)
+    notes: list[str] = field(default_factory=list)
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -225,6 +227,8 @@ def render_markdown(r: RunReport) -> str:
         if r.n_periods is not None:
             lines.append(f"- **Periods predicted (nPeriods):** {r.n_periods}" + (f" — {r.n_periods_how}" if r.n_periods_how else ""))
         _opt(lines, "Job", f"`{r.job_id}`" if r.job_id else None)
+        for note in r.notes:
+            lines.append(f"- **Note:** {note}")
         _opt(lines, "Prediction id", r.prediction_id)
         _opt(lines, "Prediction values", _num(r.prediction_values))
         if r.predicted_periods:

@@ -92,7 +92,11 @@ def submit_prediction(
         if skip_if_unchanged(context, run, force=config.force):
             return
     with report_step(context, run, "submit_prediction"), dhis2.chap(settings) as chap:
-        steps.submit(run, chap, log=context.log.info)
+        steps.submit(
+            run, chap, log=context.log.info, settings=settings,
+            # Run tags: the backstop report of a run whose worker dies later reads them.
+            record=lambda tags: context.instance.add_run_tags(context.run_id, tags),
+        )
     yield dg.Output(run)
 
 

@@ -25,6 +25,8 @@ from ..core.report import RunReport
 from ..settings import get_settings
 from .assets import report_asset_key
 from .reporting import report_materialization
+from .run_backstop import cause_of
+from ..core.run_cause import JOB_TAG
 from .jobs import dhis2_chap_prediction
 from .next_due import scheduled_next_runs
 from .partitions import configured_models_partitions
@@ -149,37 +151,6 @@ def _run_has_report(instance: dg.DagsterInstance, run_id: str, key: str) -> bool
     return False
 
 
-def _error_text(error) -> str:
-    """A SerializableErrorInfo as one line: the message and its causes (resource errors wrap the real one)."""
-    if error is None:
-        return ""
-    parts = [error.message.strip()]
-    cause = error.cause
-    while cause is not None:
-        parts.append(f"Cause: {cause.message.strip()}")
-        cause = cause.cause
-    return " ".join(p for p in parts if p)
-
-
-def _failure_facts(instance: dg.DagsterInstance, run: dg.DagsterRun, event: dg.DagsterEvent | None) -> tuple[str, str]:
-    """(failed step, error) of a run: its failed step, else its resource start-up, else the run itself."""
-    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
-        dagster_event = entry.dagster_event
-        if dagster_event is not None:
-            data = dagster_event.step_failure_data
-            message = _error_text(data.error if data else None) or dagster_event.message or entry.user_message
-            return dagster_event.step_key or "unknown step", message
-    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RESOURCE_INIT_FAILURE):
-        dagster_event = entry.dagster_event
-        if dagster_event is not None:
-            message = _error_text(getattr(dagster_event.event_specific_data, "error", None))
-            return "resource initialization", message or dagster_event.message or entry.user_message
-    if event is not None:
-        message = _error_text(getattr(event.event_specific_data, "error", None)) or (event.message or "")
-        return "run", message or f"the run ended {run.status.value}"
-    return "run", f"the run ended {run.status.value}"
-
-
 def backstop_report(
     instance: dg.DagsterInstance, run: dg.DagsterRun, event: dg.DagsterEvent | None
 ) -> RunReport | None:
@@ -187,9 +158,7 @@ def backstop_report(
     key = run.tags.get(PARTITION_TAG)
     if not key or _run_has_report(instance, run.run_id, key):
         return None
-    step, error = _failure_facts(instance, run, event)
-    if run.status == dg.DagsterRunStatus.CANCELED:
-        error = f"the run was canceled. {error}".strip()
+    cause = cause_of(instance, run, key)  # from the run's own events and tags (core/run_cause.py)
     report = RunReport(
         setup_id=key,
         dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", "")),
@@ -200,12 +169,10 @@ def backstop_report(
     if stats.start_time:
         report.started_at = datetime.fromtimestamp(stats.start_time, UTC)
     report.status = "failed"
-    report.failed_step = step
-    report.error = error or "the run failed before its steps could write a report"
-    report.hint = (
-        "The run stopped before it could write its own report (often a missing DHIS2_* environment variable "
-        "of the code location, or a run worker that died). Open the run's logs for details."
-    )
+    report.failed_step = cause.step
+    report.error = cause.text or "the run failed before its steps could write a report"
+    report.hint = cause.hint
+    report.job_id = run.tags.get(JOB_TAG) or None
     report.finish()
     return report
 

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import dagster as dg
 
 from ..core.errors import SchedulerError
+from ..core.run_cause import JOB_TAG, explain_run
 from ..core.prediction_body import remove_body
 from ..core.prediction_steps import PredictionRun
 from ..core.report import RunReport
@@ -43,7 +44,7 @@ def report_step(context: dg.OpExecutionContext, run: PredictionRun, step: str) -
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, dg.DagsterExecutionInterruptedError)):
             # Terminated from the UI or by run monitoring: say so in the report, let Dagster cancel.
             if isinstance(exc, dg.DagsterExecutionInterruptedError):
-                run.report.fail(step, SchedulerError("the run was terminated while this step ran"))
+                run.report.fail(step, _interruption(context, run))
                 remove_body(run.body_path)
                 materialize_report(context, run.report)
             raise
@@ -57,3 +58,19 @@ def report_step(context: dg.OpExecutionContext, run: PredictionRun, step: str) -
             metadata={"failed_step": step, "error": run.report.error or "", "hint": run.report.hint or ""},
             allow_retries=False,
         ) from None
+
+
+def _interruption(context: dg.OpExecutionContext, run: PredictionRun) -> SchedulerError:
+    """Why the run was interrupted (terminated, or run monitoring's time limit), from its events, and
+    whether a chap job it created may still be running."""
+    from .run_backstop import run_events  # the backstop's reader of the run's events
+
+    try:
+        tags = dict(context.run.tags) | ({JOB_TAG: run.job_id} if run.job_id else {})
+        cause = explain_run(
+            run_events(context.instance, context.run_id), tags,
+            run_id=context.run_id, setup_id=run.report.setup_id, status="CANCELED",
+        )
+        return SchedulerError(cause.text, hint=cause.hint)
+    except Exception:  # noqa: BLE001 - the report must still be written
+        return SchedulerError("the run was terminated while this step ran")

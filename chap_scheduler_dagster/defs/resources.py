@@ -1,8 +1,11 @@
 """The DHIS2 resource: where DHIS2 is and who we are there, from environment variables.
 
-Credentials are bound with ``dg.EnvVar`` so the UI shows the variable names, never the
-values, and nothing secret lands in run config. chap is reached through the same DHIS2
-(its route ``chap``), with the same credentials.
+The code location binds the resource with :func:`dhis2_resource_definition`: it reads the
+DHIS2_* variables itself when a run starts and has no launch config at all, so the
+launchpad can neither point it at another URL nor pull ``{env: DHIS2_PASSWORD}`` into a
+run (core/credential_scope.py says why). Credentials are only ever sent to the origin of
+DHIS2_BASE_URL (or DHIS2_ALLOWED_ORIGINS). chap is reached through the same DHIS2 (its
+route ``chap``), with the same credentials.
 """
 
 from __future__ import annotations
@@ -13,7 +16,16 @@ import dagster as dg
 from pydantic import Field
 
 from ..core.chap_client import ChapClient
+from ..core.credential_scope import (
+    ALLOWED_ORIGINS_ENV,
+    MissingVariable,
+    check_destination,
+    credentials_from_env,
+    refuse_env_references,
+)
 from ..core.dhis2_reader import Dhis2Reader
+from ..core.errors import SchedulerError
+from ..core.run_cause import FIX_MARKER  # the backstop report splits the fix off at it
 from ..settings import SchedulerSettings, get_settings
 
 
@@ -27,6 +39,8 @@ class Dhis2Resource(dg.ConfigurableResource):
 
     def _connection(self, settings: SchedulerSettings | None) -> dict:
         s = settings or get_settings()
+        if self.password or self.token:
+            check_destination(self.base_url, os.environ)  # before any request
         return {
             "username": self.username,
             "password": self.password,
@@ -57,3 +71,61 @@ def dhis2_resource_from_env() -> Dhis2Resource:
         username=dg.EnvVar("DHIS2_USERNAME"),
         password=dg.EnvVar("DHIS2_PASSWORD"),
     )
+
+
+class UnavailableDhis2(Dhis2Resource):
+    """What a sensor gets when the DHIS2_* variables are incomplete: every use raises the reason,
+    which the sensor turns into a skipped tick (a run fails at resource initialization instead)."""
+
+    reason: str = ""
+    fix: str = ""
+
+    def _connection(self, settings: SchedulerSettings | None) -> dict:
+        raise SchedulerError(self.reason, hint=self.fix)
+
+
+
+
+def dhis2_from_environment() -> Dhis2Resource:
+    """The resource from the DHIS2_* variables (raises MissingVariable naming a missing one)."""
+    creds = credentials_from_env(os.environ)
+    resource = Dhis2Resource(
+        base_url=creds.base_url, username=creds.username, password=creds.password, token=creds.token
+    )
+    check_destination(resource.base_url, os.environ)
+    return resource
+
+
+def _init_dhis2(context: dg.InitResourceContext) -> Dhis2Resource:
+    run = context.run
+    try:
+        if run is not None:
+            refuse_env_references(run.run_config)
+        return dhis2_from_environment()
+    except MissingVariable as exc:
+        if run is None:  # a sensor tick: skip it with the reason rather than fail it
+            return UnavailableDhis2(base_url="", reason=str(exc), fix=exc.hint)
+        raise SchedulerError(f"{exc}{FIX_MARKER}{exc.hint}") from None
+    except SchedulerError as exc:
+        raise SchedulerError(f"{exc}{FIX_MARKER}{exc.hint}") from None
+
+
+class Dhis2ResourceDefinition(dg.ResourceDefinition):
+    """The ``dhis2`` resource of the code location: no launch config (an empty schema refuses any)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            resource_fn=_init_dhis2,
+            config_schema={},
+            description="DHIS2 with chap-core behind its route 'chap'. Read from the code location's environment "
+            "when a run starts: DHIS2_BASE_URL, and DHIS2_USERNAME + DHIS2_PASSWORD or DHIS2_TOKEN; credentials "
+            f"go only to DHIS2_BASE_URL's origin (or those in {ALLOWED_ORIGINS_ENV}). Not configurable at launch.",
+        )
+
+    def process_config_and_initialize(self) -> Dhis2Resource:
+        """The resource outside a run (command line)."""
+        return dhis2_from_environment()
+
+
+def dhis2_resource_definition() -> Dhis2ResourceDefinition:
+    return Dhis2ResourceDefinition()
