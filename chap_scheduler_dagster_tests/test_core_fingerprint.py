@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -48,8 +49,27 @@ def test_body_hash_is_the_hash_of_the_bytes_on_disk(tmp_path):
         writer.add_features([{"id": "OU_A", "geometry": SQUARE}])
         writer.add_analytics({"headers": HEADERS, "rows": [["DE_RAIN", "202401", "OU_A", "1.5"]]})
         writer.finish()
-    assert writer.body_sha256 == hashlib.sha256(writer.path.read_bytes()).hexdigest()
+    on_disk = writer.path.read_bytes()
+    # Everything after the name (which carries the Dagster run id) is hashed, exactly as on disk.
+    head = b'{"name":"x",'
+    assert on_disk.startswith(head)
+    assert writer.body_sha256 == hashlib.sha256(on_disk[len(head):]).hexdigest()
     writer.path.unlink()
+
+
+def test_the_prediction_name_does_not_change_the_body_hash(tmp_path):
+    setup = make_setup(org_units=["OU_A"])
+    hashes = []
+    for name in ("run A [dagster run 1]", "run A [dagster run 2]"):
+        with PredictionBodyWriter(setup, name=name, n_periods=3, api=ChapApi.PREDICTION_SETUPS,
+                                  directory=str(tmp_path)) as writer:
+            writer.add_features([{"id": "OU_A", "geometry": SQUARE}])
+            writer.add_analytics({"headers": HEADERS, "rows": [["DE_RAIN", "202401", "OU_A", "1.5"]]})
+            writer.finish()
+        json.loads(writer.path.read_bytes())  # still one valid JSON document
+        hashes.append(writer.body_sha256)
+        writer.path.unlink()
+    assert hashes[0] == hashes[1]
 
 
 def test_fingerprint_is_deterministic_and_covers_each_input():

@@ -28,7 +28,10 @@ from chap_scheduler_dagster.defs.resources import (
 )
 from chap_scheduler_dagster.defs.sensors import chap_schedule_sensor, configured_models_sensor
 
-from .fake_dhis2 import BASE, PASSWORD, USER, FakeDhis2
+from dhis2_sandbox import Sandbox, SandboxConfig
+
+BASE = "http://dhis2.test"
+USER, PASSWORD = "admin", "district-secret"
 
 EVIL = "http://collector.invalid:8080/dhis"
 
@@ -127,9 +130,10 @@ def test_sensors_skip_with_the_reason_when_a_variable_is_missing(monkeypatch, dh
     assert not getattr(result, "run_requests", None)
 
 
-def test_sensors_work_with_the_environment_resource(dhis2_env):
-    with dg.instance_for_test() as instance, respx.mock(assert_all_called=False) as router:
-        FakeDhis2().install(router)
+def test_sensors_work_with_the_environment_resource(dhis2_env, monkeypatch):
+    with Sandbox(SandboxConfig(port=0)) as sandbox, dg.instance_for_test() as instance:
+        monkeypatch.setenv("DHIS2_BASE_URL", sandbox.base_url)
+        monkeypatch.setenv("DHIS2_PASSWORD", "district")
         context = dg.build_sensor_context(instance=instance, resources={"dhis2": dhis2_resource_definition()})
         result = configured_models_sensor(context)
     assert isinstance(result, dg.SensorResult) and result.dynamic_partitions_requests

@@ -236,29 +236,25 @@ def test_post_errors_reach_the_report_with_what_to_do(answer, words):
     from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
     from chap_scheduler_dagster.defs.resources import Dhis2Resource
 
-    from .fake_dhis2 import BASE, FakeDhis2
-    from .fake_dhis2 import PASSWORD as FAKE_PASSWORD
-    from .fake_dhis2 import USER as FAKE_USER
+    from dhis2_sandbox import Sandbox, SandboxConfig
 
-    class PostFails(FakeDhis2):
-        def _chap(self, request, path):  # noqa: ANN001, ANN202
-            if request.method == "POST":
-                self.post_calls += 1
-                return httpx.Response(answer[0], json=answer[1])
-            return super()._chap(request, path)
-
-    fake = PostFails()
-    with dg.instance_for_test() as instance, respx.mock(assert_all_called=False) as router:
-        fake.install(router)
-        instance.add_dynamic_partitions("chap_configured_models", [str(fake.setup_id)])
+    # The real sandbox answers everything but the POST, which gets the error under test.
+    with Sandbox(SandboxConfig(port=0)) as sb, dg.instance_for_test() as instance, \
+            respx.mock(assert_all_called=False) as router:
+        post = router.post(url__regex=r".*/api/routes/chap/run/v1/crud/prediction-setups/1/run$").mock(
+            return_value=httpx.Response(answer[0], json=answer[1]))
+        router.route().pass_through()
+        instance.add_dynamic_partitions("chap_configured_models", ["1"])
         result = dhis2_chap_prediction.execute_in_process(
-            partition_key=str(fake.setup_id), instance=instance, raise_on_error=False,
-            resources={"dhis2": Dhis2Resource(base_url=BASE, username=FAKE_USER, password=FAKE_PASSWORD)},
+            partition_key="1", instance=instance, raise_on_error=False,
+            resources={"dhis2": Dhis2Resource(base_url=sb.base_url, username="admin", password="district")},
+            run_config={"ops": {"probe_covariates": {"config": {"end_mode": "offset", "end_period_offset": 3}}}},
         )
         meta = instance.fetch_materializations(
             dg.AssetKey("dhis2_chap_prediction_report"), limit=1).records[0].asset_materialization.metadata
+        post_calls = post.call_count
     text = meta["report"].value
-    assert not result.success and fake.post_calls == 1
+    assert not result.success and post_calls == 1
     assert meta["failed_step"].value == "submit_prediction"
     assert words in text and "- **What to do:** " in text
     assert '{"' not in meta["error"].value, meta["error"].value

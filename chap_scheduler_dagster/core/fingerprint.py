@@ -42,6 +42,10 @@ class HashingWriter:
         self._hash.update(data)
         return self._out.write(data)
 
+    def write_unhashed(self, data: bytes) -> int:
+        """Bytes that name the run, not the inputs (the prediction's name carries the Dagster run id)."""
+        return self._out.write(data)
+
     def close(self) -> None:
         self._out.close()
 

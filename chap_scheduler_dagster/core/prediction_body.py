@@ -68,14 +68,17 @@ class PredictionBodyWriter:
         self._in_data = False
         self.analytics_rows = 0
         self.dropped: Counter[str] = Counter()
-        head: dict[str, Any] = {"name": name, "nPeriods": n_periods, "type": "forecasting"}
+        head: dict[str, Any] = {"nPeriods": n_periods, "type": "forecasting"}
         if api is ChapApi.LEGACY:
             head |= {
                 "configuredModelWithDataSourceId": setup.id,
                 "dataSources": [{"covariate": c.covariate, "dataElementId": c.data_element_id} for c in setup.covariate_sources],
                 "dataToBeFetched": [],
             }
-        self._out.write(orjson.dumps(head)[:-1] + b',"geojson":{"type":"FeatureCollection","features":[')
+        # The name identifies the Dagster run (for reconciling a lost POST answer), so it stays out of the
+        # inputs fingerprint: the same inputs from two runs hash the same.
+        self._out.write_unhashed(orjson.dumps({"name": name})[:-1] + b",")
+        self._out.write(orjson.dumps(head)[1:-1] + b',"geojson":{"type":"FeatureCollection","features":[')
 
     # ---- writing ----
     def add_features(self, units: list[Mapping[str, Any]]) -> None:
