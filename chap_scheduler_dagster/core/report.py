@@ -71,6 +71,8 @@ class RunReport:
     predicted_periods: list[str] = field(default_factory=list)
     org_units_dropped_by_chap: list[str] = field(default_factory=list)
     median_by_period: dict[str, float] = field(default_factory=dict)
+    # Set when this run re-executes another from a later step ("run <id>, from step <step>").
+    reexecution_of: str | None = None
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -143,6 +145,8 @@ def render_markdown(r: RunReport) -> str:
     ]
     if r.run_id:
         lines.append(f"- **Dagster run:** `{r.run_id}`")
+    if r.reexecution_of:
+        lines.append(f"- **Re-execution of:** {r.reexecution_of}")
     lines += ["", "## DHIS2", "", f"- **Instance:** `{r.dhis2_url}`" + (f" ({r.location})" if r.location else "")]
     if r.dhis2_error:
         lines.append(f"- **NOT REACHABLE:** {_inline(r.dhis2_error)}")

@@ -13,6 +13,8 @@ from ..core.report import RunReport
 from ..core.run_window import parse_window_request
 from ..settings import get_settings
 from .reporting import materialize_report, report_step
+from .reexecution import continue_run
+from .run_tags import tag_running_run
 from .resources import Dhis2Resource
 
 
@@ -54,6 +56,7 @@ def probe_covariates(
             )
         with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
             steps.connect(run, reader, chap, log=context.log.info)
+            tag_running_run(context, run.report.setup_name)
             steps.choose_window(run, request, reader, settings, today=settings.today(), log=context.log.info)
     return run
 
@@ -61,6 +64,7 @@ def probe_covariates(
 @dg.op(description="Fetch covariate values and org-unit geometry from DHIS2 into the request body.")
 def fetch_analytics(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> PredictionRun:
     settings = get_settings()
+    continue_run(context, run, "fetch_analytics")
     with report_step(context, run, "fetch_analytics"), dhis2.reader(settings) as reader:
         steps.fetch_data(run, reader, settings, log=context.log.info)
     return run
@@ -69,6 +73,7 @@ def fetch_analytics(context: dg.OpExecutionContext, run: PredictionRun, dhis2: D
 @dg.op(description="Post the prediction request to chap through the DHIS2 route, once.")
 def submit_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> PredictionRun:
     settings = get_settings()
+    continue_run(context, run, "submit_prediction", dhis2=dhis2)
     with report_step(context, run, "submit_prediction"), dhis2.chap(settings) as chap:
         steps.submit(run, chap, log=context.log.info)
     return run
@@ -77,6 +82,7 @@ def submit_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2:
 @dg.op(description="Wait for chap's job, read the prediction and its values, and write the run report.")
 def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> None:
     settings = get_settings()
+    continue_run(context, run, "await_prediction")
     with report_step(context, run, "await_prediction"), dhis2.chap(settings) as chap:
         steps.await_prediction(run, chap, settings, log=context.log.info)
     run.report.succeed()
