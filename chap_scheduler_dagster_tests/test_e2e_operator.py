@@ -153,6 +153,8 @@ def test_cli_runs_are_first_class_in_the_ui(stack, sandbox):
     assert tags["dagster/partition"] == "3"
     assert tags["dagster/partition_set"] == f"{JOB}_partition_set"
     assert tags["chap_scheduler/trigger"] == "cli"
+    # The Runs page says which model by name (set by the run once it loaded the configured model).
+    assert tags["chap_scheduler/model"] == sandbox.chap.setups[3]["name"]
     assert "end_mode: calculated" in detail["runConfigYaml"]
 
     # The job's Partitions tab: model 1 succeeded, model 3 failed.
@@ -186,6 +188,12 @@ def test_reexecution_from_await_waits_on_the_same_chap_job(stack, sandbox):
     job_id = meta["job_id"]
     assert job_id and meta["runId"] == parent
     parent_started = _started(text)
+    # While it waited, the log said what it waited on and for how long against the timeout.
+    waited = [m for m in _messages(stack, parent) if f"chap job {job_id}: " in m]
+    assert any(m.startswith(f"chap job {job_id}: STARTED (") and f"of the {TIMEOUT_SECONDS} s timeout" in m
+               for m in waited), waited
+    parent_tags = tags_of(stack.graphql(RUN_DETAIL, {"runId": parent})["runOrError"])
+    assert parent_tags["chap_scheduler/chap_job"] == job_id
 
     # chap finishes the job later; re-executing from the failure picks it up without a new POST.
     sandbox.chap.jobs[job_id].outcome = "ok"

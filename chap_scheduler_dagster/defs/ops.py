@@ -14,7 +14,7 @@ from ..core.run_window import parse_window_request
 from ..settings import get_settings
 from .reporting import materialize_report, report_step
 from .reexecution import continue_run
-from .run_tags import tag_running_run
+from .run_tags import CHAP_JOB_TAG, model_tags, tag_running_run
 from .resources import Dhis2Resource
 
 
@@ -56,7 +56,7 @@ def probe_covariates(
             )
         with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
             steps.connect(run, reader, chap, log=context.log.info)
-            tag_running_run(context, run.report.setup_name)
+            tag_running_run(context, model_tags(run.report.setup_name))
             steps.choose_window(run, request, reader, settings, today=settings.today(), log=context.log.info)
     return run
 
@@ -83,6 +83,7 @@ def submit_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2:
 def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> None:
     settings = get_settings()
     continue_run(context, run, "await_prediction")
+    tag_running_run(context, {CHAP_JOB_TAG: run.job_id or ""})
     with report_step(context, run, "await_prediction"), dhis2.chap(settings) as chap:
         steps.await_prediction(run, chap, settings, log=context.log.info)
     run.report.succeed()

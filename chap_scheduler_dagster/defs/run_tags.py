@@ -13,6 +13,7 @@ import dagster as dg
 
 TRIGGER_TAG = "chap_scheduler/trigger"
 MODEL_TAG = "chap_scheduler/model"
+CHAP_JOB_TAG = "chap_scheduler/chap_job"
 # Tag values show in one line on the Runs page; a long model name is cut.
 MAX_TAG_VALUE = 120
 
@@ -30,9 +31,10 @@ def launch_tags(trigger: str, model_name: str | None = None) -> dict[str, str]:
     return {TRIGGER_TAG: trigger, **model_tags(model_name)}
 
 
-def tag_running_run(context: dg.OpExecutionContext, model_name: str | None) -> None:
-    """Add the model-name tag to the run this op belongs to (no-op without a name or a stored run)."""
-    tags = model_tags(model_name)
+def tag_running_run(context: dg.OpExecutionContext, tags: dict[str, str]) -> None:
+    """Add tags to the run this op belongs to, so the Runs page shows them (only what changed)."""
     run = context.instance.get_run_by_id(context.run_id) if tags else None
-    if run is not None and run.tags.get(MODEL_TAG) != tags[MODEL_TAG]:
-        context.instance.add_run_tags(context.run_id, tags)
+    if run is not None:
+        changed = {k: v for k, v in tags.items() if v and run.tags.get(k) != v}
+        if changed:
+            context.instance.add_run_tags(context.run_id, changed)

@@ -22,7 +22,8 @@ from ..settings import get_settings
 from .jobs import dhis2_chap_prediction
 from .ops import ProbeCovariatesConfig
 from .partitions import configured_models_partitions
-from .sensors import TRIGGER_TAG
+from .overview import latest_report_rows
+from .run_tags import launch_tags
 
 
 def build_prediction_schedule(
@@ -64,12 +65,14 @@ def build_prediction_schedule(
         if not keys:
             return dg.SkipReason("no configured models known yet; configured_models_sensor adds chap's models")
         tick = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC).isoformat()
+        # Model names from the latest reports, so the Runs page says which model each run is for.
+        names = {row.setup_id: row.name for row in latest_report_rows(context.instance, keys)}
         return [
             dg.RunRequest(
                 partition_key=key,
                 run_key=f"operator:{key}:{tick}",
                 run_config=run_config,
-                tags={TRIGGER_TAG: f"schedule:{name}", "chap_scheduler/scheduled_tick": tick},
+                tags={**launch_tags(f"schedule:{name}", names.get(key)), "chap_scheduler/scheduled_tick": tick},
             )
             for key in keys
         ]

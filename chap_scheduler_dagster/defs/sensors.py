@@ -23,6 +23,7 @@ from .overview import overview_materialization
 from .partitions import configured_models_partitions
 from .reporting import report_materialization
 from .resources import Dhis2Resource
+from .run_tags import launch_tags
 
 TRIGGER_TAG = "chap_scheduler/trigger"
 CHAP_CRON_INTERVAL_SECONDS = 60
@@ -118,7 +119,11 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
 
     run_requests = []
     for due in plan.due:
-        tags = {TRIGGER_TAG: "chap-cron", "chap_scheduler/cron": due.cron, "chap_scheduler/cron_tick": due.tick_iso}
+        tags = {
+            **launch_tags("chap-cron", due.name),
+            "chap_scheduler/cron": due.cron,
+            "chap_scheduler/cron_tick": due.tick_iso,
+        }
         if due.catch_up:
             tags["chap_scheduler/catch_up"] = "true"
         run_requests.append(dg.RunRequest(partition_key=due.partition_key, run_key=due.run_key, tags=tags))
