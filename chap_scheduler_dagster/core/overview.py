@@ -66,7 +66,7 @@ def render_overview(
         lines.append(
             f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} |"
         )
-    failures = [r for r in rows if r.status in ("failed", "skipped") and r.error and not r.deleted]
+    failures = [r for r in rows if r.status in ("failed", "canceled", "skipped") and r.error and not r.deleted]
     if failures:
         lines += ["", "## Why", ""]
         for row in failures:

@@ -15,7 +15,7 @@ from typing import Literal
 from .errors import Rejection, SchedulerError
 from .periods import calendar_order, dhis2_id
 
-Status = Literal["running", "succeeded", "failed", "skipped"]
+Status = Literal["running", "succeeded", "failed", "canceled", "skipped"]
 
 
 @dataclass
@@ -131,11 +131,11 @@ def render_markdown(r: RunReport) -> str:
         "",
         f"- **Status:** {_status_line(r)}",
     ]
-    if r.status in ("failed", "skipped") and (r.error or r.rejection):
+    if r.status in ("failed", "canceled", "skipped") and (r.error or r.rejection):
         if r.rejection is not None:
             lines += _rejection_lines(r.rejection)
         else:
-            label = "Why skipped" if r.status == "skipped" else "Error"
+            label = {"skipped": "Why skipped", "canceled": "Why canceled"}.get(r.status, "Error")
             lines.append(f"- **{label}:** {_inline(r.error or '')}")
         if r.hint:
             lines.append(f"- **What to do:** {r.hint}")
@@ -216,6 +216,8 @@ def render_markdown(r: RunReport) -> str:
 def _status_line(r: RunReport) -> str:
     if r.status == "failed":
         return f"FAILED at `{r.failed_step or 'unknown step'}`"
+    if r.status == "canceled" and r.failed_step:
+        return f"CANCELED during `{r.failed_step}`"
     return r.status.upper()
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from ..core.cancellation import mark_canceled
 from ..core.errors import redact_url
 from ..core.overview import OverviewRow, render_overview
 from ..core.report import RunReport
@@ -27,6 +28,7 @@ from .assets import report_asset_key
 from .reporting import report_materialization
 from .jobs import dhis2_chap_prediction
 from .partitions import configured_models_partitions
+from .run_tags import CHAP_JOB_TAG
 
 OVERVIEW_NAME = "chap_predictions_overview"
 PARTITION_TAG = "dagster/partition"
@@ -61,7 +63,9 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
     if known is None:
         known = instance.get_dynamic_partitions(configured_models_partitions.name)
     known = set(known)
-    materialized = set(instance.get_materialized_partitions(report_asset_key))
+    # Only chap ids: a report written under another key (a partition-less run of an older version
+    # wrote "?") is not a configured model and must not show as one "deleted in chap".
+    materialized = {k for k in instance.get_materialized_partitions(report_asset_key) if k.isdigit()}
     rows = []
     for key in known | materialized:
         records = instance.fetch_materializations(
@@ -188,6 +192,9 @@ def backstop_report(
         "of the code location, or a run worker that died). Open the run's logs for details."
     )
     report.finish()
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        # Canceled, not failed; the chap job id (tagged by await_prediction) says what may still run in chap.
+        mark_canceled(report, step, run.tags.get(CHAP_JOB_TAG))
     return report
 
 

@@ -1,0 +1,78 @@
+"""A terminated run is `canceled` and says what may still run in chap; a run without a partition
+writes no report, so no partition "?" and no phantom overview row."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from chap_scheduler_dagster.core.cancellation import cancellation_facts, mark_canceled
+from chap_scheduler_dagster.core.report import RunReport
+from chap_scheduler_dagster.defs.assets import report_asset_key
+from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
+from chap_scheduler_dagster.defs.overview import backstop_report, latest_report_rows, overview_materialization
+from chap_scheduler_dagster.defs.reporting import report_materialization
+from chap_scheduler_dagster.defs.resources import Dhis2Resource
+from chap_scheduler_dagster.defs.run_tags import CHAP_JOB_TAG
+
+from .test_sensors import PARTITIONS, BrokenDhis2, instance, shared_instance  # noqa: F401  (fixtures)
+
+DHIS2 = "https://dhis2.example.org/dhis"
+
+
+def test_terminated_while_waiting_names_the_chap_job_and_how_to_check_it():
+    report = RunReport(setup_id="3", dhis2_url=DHIS2, setup_name="Malaria")
+    report.job_id = "job-77"
+    mark_canceled(report, "await_prediction")
+    assert report.status == "canceled" and report.failed_step == "await_prediction"
+    text = report.markdown()
+    assert "- **Status:** CANCELED during `await_prediction`" in text
+    assert "- **Why canceled:** `the run was terminated during await_prediction; chap job job-77 had been " \
+           "accepted and may still be running`" in text
+    assert f"GET {DHIS2}/api/routes/chap/run/v1/jobs/job-77" in text
+    assert "re-execute this run from await_prediction" in text and "second prediction" in text
+    assert report.metadata()["status"] == "canceled"
+
+
+def test_terminated_before_or_while_posting():
+    error, hint = cancellation_facts("submit_prediction", None, DHIS2)
+    assert "while the request was being sent to chap" in error
+    assert f"GET {DHIS2}/api/routes/chap/run/v1/jobs" in hint and "before launching again" in hint
+    error, hint = cancellation_facts("fetch_analytics", None, DHIS2)
+    assert "nothing had been sent to chap" in error and "Launch it again" in hint
+
+
+def test_backstop_of_a_canceled_run_says_canceled_with_the_chap_job(instance):  # noqa: F811
+    instance.add_dynamic_partitions(PARTITIONS, ["9"])
+    broken = dhis2_chap_prediction.execute_in_process(
+        partition_key="9", instance=instance, resources={"dhis2": BrokenDhis2(base_url=DHIS2)}, raise_on_error=False
+    )
+    run = instance.get_run_by_id(broken.run_id)
+    # As the UI's Terminate leaves it, with the chap job id await_prediction had tagged.
+    canceled = run.with_status(dg.DagsterRunStatus.CANCELED).with_tags({**run.tags, CHAP_JOB_TAG: "job-5"})
+    report = backstop_report(instance, canceled, None)
+    assert report is not None and report.status == "canceled"
+    assert "chap job job-5 had been accepted and may still be running" in report.error
+    assert "CANCELED during" in report.markdown()
+
+
+def test_a_run_without_partition_writes_no_report_and_no_overview_row(instance):  # noqa: F811
+    result = dhis2_chap_prediction.execute_in_process(
+        instance=instance,
+        resources={"dhis2": Dhis2Resource(base_url=DHIS2, username="admin", password="district")},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "the run has no partition" in failure.step_failure_data.error.message
+    assert "Pick a configured model (partition)" in failure.step_failure_data.error.message
+    assert instance.get_materialized_partitions(report_asset_key) == set()
+    assert instance.fetch_materializations(report_asset_key, limit=1).records == []
+
+
+def test_a_report_under_a_key_that_is_no_chap_id_is_not_a_model(instance):  # noqa: F811
+    instance.add_dynamic_partitions(PARTITIONS, ["1"])
+    # What a partition-less run of the earlier version left behind.
+    instance.report_runless_asset_event(report_materialization(RunReport(setup_id="?", dhis2_url=DHIS2)))
+    assert [row.setup_id for row in latest_report_rows(instance)] == ["1"]
+    text = overview_materialization(instance).metadata["overview"].value
+    assert "?" not in text.split("| model |")[1] and "deleted in chap" not in text
