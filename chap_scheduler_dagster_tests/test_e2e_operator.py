@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 JOB = "dhis2_chap_prediction"
 REPOSITORY_LABEL = f"__repository__@{LOCATION}"
-TIMEOUT_SECONDS = 6
+TIMEOUT_SECONDS = 15
 
 JOB_RUNS = """
 query JobRuns($filter: RunsFilter!) {
@@ -226,6 +226,47 @@ def test_reexecution_from_submit_rebuilds_the_request_body(stack, sandbox):
     assert "All regions rejected due to missing values" in text
     assert f"- **Re-execution of:** run {parent}, from step submit_prediction" in text
     assert any("fetching it again from DHIS2" in m for m in _messages(stack, child["runId"]))
+
+
+TERMINATE = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) { __typename ... on PythonError { message } ... on UnauthorizedError { message } }
+}
+"""
+
+
+def test_terminated_run_is_canceled_and_says_the_chap_job_may_still_run(stack, sandbox):
+    sandbox.faults.update({"chap_job": "hang"})
+    try:
+        launched = stack.launch("1", {"ops": {"probe_covariates": {"config": {}}}})
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_id = launched["run"]["runId"]
+        deadline = time.monotonic() + 90
+        job_id = None
+        while time.monotonic() < deadline and not job_id:  # await_prediction tags the run with the chap job
+            job_id = tags_of(stack.graphql(RUN_DETAIL, {"runId": run_id})["runOrError"]).get("chap_scheduler/chap_job")
+            time.sleep(0.3)
+        assert job_id, stack.log_tail()
+    finally:
+        sandbox.faults.update({"chap_job": "ok"})
+    answer = stack.graphql(TERMINATE, {"runId": run_id})["terminateRun"]
+    assert answer["__typename"] == "TerminateRunSuccess", answer
+    run = stack.wait_for_run(run_id)
+    assert run["status"] == "CANCELED"
+    text, meta = stack.report("1")
+    assert meta["runId"] == run_id and meta["status"] == "canceled" and meta["failed_step"] == "await_prediction"
+    assert "- **Status:** CANCELED during `await_prediction`" in text
+    assert f"chap job {job_id} had been accepted and may still be running" in text
+    assert f"/api/routes/chap/run/v1/jobs/{job_id}" in text and "re-execute this run from await_prediction" in text
+
+    # Following the advice keeps the prediction chap went on computing: no second POST.
+    sandbox.chap.jobs[job_id].outcome = "ok"
+    before = posts(sandbox)
+    child = reexecute(stack, run_id, "FROM_FAILURE")
+    assert child["status"] == "SUCCESS", stack.log_tail()
+    assert posts(sandbox) == before
+    text, meta = stack.report("1")
+    assert meta["runId"] == child["runId"] and meta["job_id"] == job_id and meta["status"] == "succeeded"
 
 
 def _started(text: str) -> str:
