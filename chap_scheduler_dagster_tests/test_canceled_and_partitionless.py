@@ -76,3 +76,30 @@ def test_a_report_under_a_key_that_is_no_chap_id_is_not_a_model(instance):  # no
     assert [row.setup_id for row in latest_report_rows(instance)] == ["1"]
     text = overview_materialization(instance).metadata["overview"].value
     assert "?" not in text.split("| model |")[1] and "deleted in chap" not in text
+
+
+def test_invalid_config_after_a_success_keeps_the_last_good_forecast_in_the_overview(instance):  # noqa: F811
+    import respx
+
+    from .fake_dhis2 import BASE, PASSWORD, USER, FakeDhis2
+
+    instance.add_dynamic_partitions(PARTITIONS, ["7"])
+
+    def run(window: dict):
+        with respx.mock(assert_all_called=False) as router:
+            FakeDhis2().install(router)
+            return dhis2_chap_prediction.execute_in_process(
+                partition_key="7", instance=instance, raise_on_error=False,
+                resources={"dhis2": Dhis2Resource(base_url=BASE, username=USER, password=PASSWORD)},
+                run_config={"ops": {"probe_covariates": {"config": window}}},
+            )
+
+    good = run({})
+    assert good.success
+    typo = run({"end_mode": "fixed"})  # no end_date: passes the launchpad, fails in probe_covariates
+    assert not typo.success
+    [row] = latest_report_rows(instance)
+    assert (row.status, row.failed_step, row.run_id) == ("failed", "probe_covariates", typo.run_id)
+    assert row.last_success_run_id == good.run_id and row.last_success_prediction_id == "42"
+    text = overview_materialization(instance).metadata["overview"].value
+    assert f", prediction 42 ([{good.run_id[:8]}](/runs/{good.run_id})) |" in text

@@ -22,6 +22,10 @@ class OverviewRow:
     prediction_id: str = ""
     run_id: str = ""
     deleted: bool = False  # no longer configured in chap (partition removed)
+    # The latest succeeded run: a later failure (even a launchpad typo) never hides the last good forecast.
+    last_success_when: datetime | None = None
+    last_success_prediction_id: str = ""
+    last_success_run_id: str = ""
 
 
 def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
@@ -53,8 +57,8 @@ def render_overview(
         lines.append("No configured model is known yet. The discovery sensor adds chap's configured models.")
         return "\n".join(lines) + "\n"
     lines += [
-        "| model | status | when (UTC) | failed step | prediction id | run |",
-        "|---|---|---|---|---|---|",
+        "| model | status | when (UTC) | failed step | prediction id | run | last success (UTC) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         model = f"{row.setup_id}" + (f" — {_cell(row.name)}" if row.name else "")
@@ -64,7 +68,8 @@ def render_overview(
         when = row.when.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if row.when else ""
         run = f"[{row.run_id[:8]}](/runs/{row.run_id})" if row.run_id else ""
         lines.append(
-            f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} |"
+            f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} "
+            f"| {_last_success(row)} |"
         )
     failures = [r for r in rows if r.status in ("failed", "canceled", "skipped") and r.error and not r.deleted]
     if failures:
@@ -73,6 +78,20 @@ def render_overview(
             name = f" ({_cell(row.name)})" if row.name else ""
             lines.append(f"- **{row.setup_id}**{name}: {_cell(row.error, 300)}")
     return "\n".join(lines) + "\n"
+
+
+def _last_success(row: OverviewRow) -> str:
+    when, prediction, run = row.last_success_when, row.last_success_prediction_id, row.last_success_run_id
+    if when is None and row.status == "succeeded":  # the latest attempt is the last success
+        when, prediction, run = row.when, row.prediction_id, row.run_id
+    if when is None:
+        return "never" if row.status else ""
+    text = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    if prediction:
+        text += f", prediction {_cell(prediction)}"
+    if run and run != row.run_id:
+        text += f" ([{run[:8]}](/runs/{run}))"
+    return text
 
 
 def _status(row: OverviewRow) -> str:

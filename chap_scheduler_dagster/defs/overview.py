@@ -69,7 +69,7 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
     rows = []
     for key in known | materialized:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[key]), limit=5
+            dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[key]), limit=LAST_SUCCESS_LOOKBACK
         ).records
         if not records:
             rows.append(OverviewRow(setup_id=key))
@@ -90,9 +90,26 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
                 prediction_id=_value(meta, "prediction_id"),
                 run_id=record.run_id or _value(meta, "run_id"),
                 deleted=key not in known,
+                **_last_success(records),
             )
         )
     return rows
+
+
+# How many reports back the overview looks for a model's last success.
+LAST_SUCCESS_LOOKBACK = 50
+
+
+def _last_success(records) -> dict:
+    for record in records:
+        meta = dict(record.asset_materialization.metadata) if record.asset_materialization else {}
+        if _value(meta, "status") == "succeeded":
+            return {
+                "last_success_when": datetime.fromtimestamp(record.timestamp, UTC),
+                "last_success_prediction_id": _value(meta, "prediction_id"),
+                "last_success_run_id": record.run_id or _value(meta, "run_id"),
+            }
+    return {}
 
 
 def overview_materialization(
