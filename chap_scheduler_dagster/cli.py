@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .cli_runs import cli_run_tags, cli_runs
+from .cli_runs import cli_run_tags, cli_runs, unknown_to_chap
 from .core.errors import SchedulerError
 from .settings import get_settings
 
@@ -72,9 +72,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         known = set(instance.get_dynamic_partitions(configured_models_partitions.name))
         new = [m for m in model_ids if m not in known]
+        # An id chap does not have gets no partition, run or report (nor an overview row).
+        unknown = [] if args.all else unknown_to_chap(new, lambda: _list_models(defs))
+        for model_id in unknown:
+            print(f"configured model {model_id}: NOT IN CHAP — chap lists no configured model with this id; nothing was run")
+        model_ids = [m for m in model_ids if m not in unknown]
+        new = [m for m in new if m not in unknown]
         if new:
             instance.add_dynamic_partitions(configured_models_partitions.name, new)
-        failures = 0
+        failures = len(unknown)
         names = {str(s.id): s.name for s in listed}
         for model_id in model_ids:
             result = runs.run(

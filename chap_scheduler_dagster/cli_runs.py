@@ -16,7 +16,7 @@ loads ``chap_scheduler_dagster.definitions``), or given with ``--code-location``
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.remote_origin import InProcessCodeLocationOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+from .core.errors import SchedulerError
 from .defs.run_tags import launch_tags
 
 DEFS_MODULE = "chap_scheduler_dagster.definitions"
@@ -113,6 +114,21 @@ class CliRuns:
 
     def run(self, partition_key: str, run_config: Mapping[str, object], tags: Mapping[str, str]) -> dg.DagsterRun:
         return self.execute(self.create(partition_key, run_config, tags))
+
+
+def unknown_to_chap(model_ids: list[str], list_models: Callable[[], Iterable[object]]) -> list[str]:
+    """The ids chap does not list, so no partition, run or report is made for them.
+
+    When chap cannot be asked, none is called unknown: the run then fails at its first step with
+    a report that says what is unreachable.
+    """
+    if not model_ids:
+        return []
+    try:
+        listed = {str(getattr(s, "id", s)) for s in list_models()}
+    except SchedulerError:
+        return []
+    return [m for m in model_ids if m not in listed]
 
 
 def cli_run_tags(model_name: str | None = None) -> dict[str, str]:
