@@ -149,3 +149,14 @@ def test_a_state_that_is_not_stored_fails_with_a_way_out():
             RunStateIOManager().load_input(context)
     assert "probe_covariates of run gone is not stored" in str(info.value)
     assert "launch a new run" in info.value.hint
+
+
+def test_the_job_brings_its_io_manager_and_takes_every_other_resource_from_definitions():
+    from chap_scheduler_dagster.definitions import defs
+    from chap_scheduler_dagster.defs.run_state import RunStateIOManager
+
+    assert set(dhis2_chap_prediction.resource_defs) == {"io_manager"}  # dhis2 is not pinned on the job
+    resolved = defs.resolve_job_def("dhis2_chap_prediction")
+    assert set(resolved.resource_defs) == {"io_manager", "dhis2"}
+    assert resolved.resource_defs["io_manager"].configurable_resource_cls is RunStateIOManager
+    assert resolved.resource_defs["dhis2"].configurable_resource_cls is type(defs.resources["dhis2"])

@@ -5,7 +5,6 @@ import dagster as dg
 from ..settings import get_settings
 from .ops import await_prediction, fetch_analytics, probe_covariates, submit_prediction
 from .partitions import configured_models_partitions
-from .resources import dhis2_resource_from_env
 from .run_state import RunStateIOManager
 
 # The queued run coordinator limits concurrent runs per value of this tag (dagster.yaml).
@@ -17,11 +16,6 @@ MAX_RUNTIME_TAG = "dagster/max_runtime"
     partitions_def=configured_models_partitions,
     # The chain is sequential and I/O-bound: one process per step would only add ~3 s of imports each.
     executor_def=dg.in_process_executor,
-    # The state between ops lives in the instance's database, the same in tests and production,
-    # so re-execution finds its parent's state (defs/run_state.py, docs/decisions.md).
-    # dhis2 is bound here too (the same EnvVar-backed resource as in Definitions) because a job that
-    # brings any resource must bring all it needs; tests and the launchpad still override it.
-    resource_defs={"io_manager": RunStateIOManager(), "dhis2": dhis2_resource_from_env()},
     tags={
         DHIS2_TAG: get_settings().location_name or "default",
         # Run monitoring fails a run that outlives its longest honest duration (chap's wait plus
@@ -32,3 +26,15 @@ MAX_RUNTIME_TAG = "dagster/max_runtime"
 )
 def dhis2_chap_prediction() -> None:
     await_prediction(submit_prediction(fetch_analytics(probe_covariates())))
+
+
+# The state between ops lives in the instance's database, the same in tests and production, so a
+# re-execution finds its parent's state (defs/run_state.py, docs/decisions.md §9). The IO manager is
+# the job's own, so execute_in_process does not swap in its in-memory one. Every other resource
+# (dhis2, and any added later) stays unbound here and comes from Definitions or from the caller:
+# `_was_explicitly_provided_resources=False` (Dagster 1.13 private API, checked by
+# test_operator_picture.py) keeps Dagster from demanding them all at definition time.
+dhis2_chap_prediction = dhis2_chap_prediction._copy(  # noqa: SLF001
+    resource_defs={"io_manager": RunStateIOManager().get_resource_definition()},
+    _was_explicitly_provided_resources=False,
+)
