@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .cli_runs import cli_run_tags, cli_runs, unknown_to_chap
+from .cli_runs import cli_run_tags, cli_runs, stop_after_interrupt, unknown_to_chap
 from .core.errors import SchedulerError
 from .settings import get_settings
 
@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                 path.write_text(report.metadata["report"].value)
                 print(f"  report file: {path}")
             failures += 0 if result.is_success else 1
+            if status == "canceled":  # Ctrl-C: say what may still run in chap, and stop here
+                stop_after_interrupt(runs, result, report.metadata["report"].value if report else "")
+                break
     return 1 if failures else 0
 
 

@@ -131,6 +131,24 @@ def unknown_to_chap(model_ids: list[str], list_models: Callable[[], Iterable[obj
     return [m for m in model_ids if m not in listed]
 
 
+def what_to_do(report_markdown: str) -> str | None:
+    """The report's "What to do" advice, for printing."""
+    for line in report_markdown.splitlines():
+        if line.startswith("- **What to do:** "):
+            return line.removeprefix("- **What to do:** ").strip()
+    return None
+
+
+def stop_after_interrupt(runs: CliRuns, run: dg.DagsterRun, report_markdown: str) -> None:
+    """After Ctrl-C: print the advice, mark the run canceled in Dagster as in the report, run nothing more."""
+    advice = what_to_do(report_markdown)
+    if advice:
+        print(f"  what to do: {advice}")
+    if run.status != dg.DagsterRunStatus.CANCELED:
+        runs.instance.report_run_canceled(run, message="interrupted from the command line (Ctrl-C)")
+    print("  interrupted: the remaining configured models were not run", flush=True)
+
+
 def cli_run_tags(model_name: str | None = None) -> dict[str, str]:
     return launch_tags("cli", model_name)
 

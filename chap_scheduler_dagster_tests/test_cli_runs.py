@@ -72,3 +72,44 @@ def test_code_location_name_from_the_workspace(tmp_path):
     two.write_text("load_from:\n  - grpc_server: {host: a, port: 1, location_name: x}\n"
                    "  - grpc_server: {host: b, port: 2, location_name: y}\n")
     assert code_location_name(two) == DEFAULT_LOCATION
+
+
+def test_ctrl_c_while_waiting_cancels_names_the_chap_job_and_stops(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from chap_scheduler_dagster.defs.run_tags import CHAP_JOB_TAG
+
+    from .dagster_stack import BIN
+
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with Sandbox(SandboxConfig(port=0, job_seconds=0.2)) as sb:
+        sb.faults.update({"chap_job": "hang"})
+        env = os.environ | {"DHIS2_BASE_URL": sb.base_url, "DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": "district",
+                            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3", "DAGSTER_HOME": str(tmp_path)}
+        cli_process = subprocess.Popen([str(BIN / "chap-scheduler-run"), "1", "2"], env=env, cwd=REPO,
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            job_id, deadline = None, time.monotonic() + 90
+            with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+                while not job_id and time.monotonic() < deadline:
+                    job_id = next((r.tags.get(CHAP_JOB_TAG) for r in instance.get_runs() if r.tags.get(CHAP_JOB_TAG)),
+                                  None)
+                    time.sleep(0.3)
+            assert job_id, "the run never reached await_prediction"
+            cli_process.send_signal(signal.SIGINT)
+            out, _ = cli_process.communicate(timeout=60)
+        finally:
+            if cli_process.poll() is None:
+                cli_process.kill()
+    assert cli_process.returncode == 1
+    assert f"configured model 1: CANCELED at await_prediction: the run was terminated during await_prediction; " \
+           f"chap job {job_id} had been accepted and may still be running" in out
+    assert "  what to do: Terminating the run does not stop chap" in out and "re-execute this run from await_prediction" in out
+    assert "interrupted: the remaining configured models were not run" in out
+    assert "configured model 2:" not in out
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.CANCELED  # Dagster and the report agree
