@@ -103,3 +103,18 @@ def test_invalid_config_after_a_success_keeps_the_last_good_forecast_in_the_over
     assert row.last_success_run_id == good.run_id and row.last_success_prediction_id == "42"
     text = overview_materialization(instance).metadata["overview"].value
     assert f", prediction 42 ([{good.run_id[:8]}](/runs/{good.run_id})) |" in text
+
+
+def test_last_success_is_found_behind_a_streak_of_failures(instance):  # noqa: F811
+    instance.add_dynamic_partitions(PARTITIONS, ["4"])
+    good = RunReport(setup_id="4", dhis2_url=DHIS2, run_id="good-run")
+    good.prediction_id = 11
+    good.succeed()
+    instance.report_runless_asset_event(report_materialization(good))
+    for i in range(8):
+        bad = RunReport(setup_id="4", dhis2_url=DHIS2, run_id=f"bad-{i}")
+        bad.status, bad.failed_step, bad.error = "failed", "probe_covariates", "typo"
+        instance.report_runless_asset_event(report_materialization(bad))
+    [row] = latest_report_rows(instance)
+    assert row.status == "failed" and row.run_id == "bad-7"
+    assert (row.last_success_run_id, row.last_success_prediction_id) == ("good-run", "11")

@@ -69,8 +69,13 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
     rows = []
     for key in known | materialized:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[key]), limit=LAST_SUCCESS_LOOKBACK
+            dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[key]), limit=5
         ).records
+        if records and not _last_success(records) and len(records) == 5:
+            # A streak of failures: look further back for the last success (reports are a few kB each).
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[key]), limit=LAST_SUCCESS_LOOKBACK
+            ).records
         if not records:
             rows.append(OverviewRow(setup_id=key))
             continue
