@@ -118,3 +118,24 @@ def test_last_success_is_found_behind_a_streak_of_failures(instance):  # noqa: F
     [row] = latest_report_rows(instance)
     assert row.status == "failed" and row.run_id == "bad-7"
     assert (row.last_success_run_id, row.last_success_prediction_id) == ("good-run", "11")
+
+
+def test_overview_table_has_last_attempt_and_last_success_per_model(instance):  # noqa: F811
+    instance.add_dynamic_partitions(PARTITIONS, ["4", "6"])
+    good = RunReport(setup_id="4", dhis2_url=DHIS2, run_id="good-run", setup_name="Yearly")
+    good.prediction_id = 11
+    good.succeed()
+    instance.report_runless_asset_event(report_materialization(good))
+    stopped = RunReport(setup_id="4", dhis2_url=DHIS2, run_id="stopped-run")
+    stopped.job_id = "job-1"
+    mark_canceled(stopped, "await_prediction")
+    instance.report_runless_asset_event(report_materialization(stopped))
+    table = overview_materialization(instance).metadata["models"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert [c.name for c in table.schema.columns][:3] == ["model", "name", "status"]
+    records = {r.data["model"]: r.data for r in table.records}
+    assert records["4"]["status"] == "canceled" and records["4"]["step"] == "await_prediction"
+    assert records["4"]["name"] == "Yearly" and records["4"]["run"] == "stopped-run"
+    assert (records["4"]["last_prediction_id"], records["4"]["last_success_run"]) == ("11", "good-run")
+    assert records["6"]["status"] == "never run" and records["6"]["in_chap"] is True
+    assert overview_materialization(instance).metadata["canceled"].value == 1

@@ -9,6 +9,7 @@ page's Re-execute buttons call ``launchPipelineReexecution``).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -164,6 +165,21 @@ def test_cli_runs_are_first_class_in_the_ui(stack, sandbox):
     assert by_key["1"]["runStatus"] == "SUCCESS" and by_key["1"]["runId"] == ids["1"]
     assert by_key["3"]["runStatus"] == "FAILURE" and by_key["3"]["runId"] == ids["3"]
 
+    # The overview asset, refreshed by the run-status sensors (which now see command-line runs), as the
+    # full-width table the UI renders from TableMetadataEntry.
+    def overview_table():
+        data = stack.graphql(OVERVIEW_TABLE)["assetOrError"]["assetMaterializations"]
+        for entry in (data[0]["metadataEntries"] if data else []):
+            if entry["label"] == "models":
+                records = {r["model"]: r for r in map(json.loads, entry["table"]["records"])}
+                if records.get("3", {}).get("run") == ids["3"] and records.get("1", {}).get("run") == ids["1"]:
+                    return records
+        return None
+
+    records = _wait(overview_table, 120, "the overview table with both command-line runs", stack)
+    assert records["1"]["status"] == "succeeded" and records["1"]["last_success_run"] == ids["1"]
+    assert records["3"]["status"] == "failed" and records["3"]["step"] == "submit_prediction"
+
     # Re-execute all steps of a command-line run from the UI.
     before = posts(sandbox)
     child = reexecute(stack, ids["1"], "ALL_STEPS")
@@ -267,6 +283,23 @@ def test_terminated_run_is_canceled_and_says_the_chap_job_may_still_run(stack, s
     assert posts(sandbox) == before
     text, meta = stack.report("1")
     assert meta["runId"] == child["runId"] and meta["job_id"] == job_id and meta["status"] == "succeeded"
+
+
+OVERVIEW_TABLE = """
+{ assetOrError(assetKey: {path: ["chap_predictions_overview"]}) { __typename
+    ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries { label
+      ... on TableMetadataEntry { table { records schema { columns { name } } } } } } } } }
+"""
+
+
+def _wait(predicate, timeout: float, what: str, stack):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"{what} did not happen within {timeout} s\n{stack.log_tail()}")
 
 
 def _started(text: str) -> str:

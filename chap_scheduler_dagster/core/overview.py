@@ -105,3 +105,52 @@ def _status(row: OverviewRow) -> str:
 def _cell(text: object, limit: int = 120) -> str:
     value = " ".join(str(text or "").split()).replace("|", "\\|")
     return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+# ---- the same rows as a table (Dagster renders it full width, one column per fact) ----------
+
+TABLE_COLUMNS: list[tuple[str, str, str]] = [
+    # (name, type, description)
+    ("model", "string", "chap configured-model id (the partition key)"),
+    ("name", "string", "configured-model name in chap"),
+    ("status", "string", "last attempt: succeeded, failed, canceled, skipped, or never run"),
+    ("when_utc", "string", "when the last attempt's report was written"),
+    ("step", "string", "the step that failed or was canceled"),
+    ("error", "string", "why, in one line"),
+    ("run", "string", "Dagster run id of the last attempt"),
+    ("last_success_utc", "string", "when the last successful prediction was made"),
+    ("last_prediction_id", "string", "chap prediction id of the last success"),
+    ("last_success_run", "string", "Dagster run id of the last success"),
+    ("in_chap", "bool", "false once the configured model was deleted in chap (history kept)"),
+]
+
+
+def _utc(when: datetime | None) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if when else ""
+
+
+def table_rows(rows: Iterable[OverviewRow]) -> list[dict[str, str | bool]]:
+    """One record per model, keyed like TABLE_COLUMNS; plain values only."""
+    records = []
+    for row in sort_rows(rows):
+        success_when, success_prediction, success_run = (
+            row.last_success_when, row.last_success_prediction_id, row.last_success_run_id
+        )
+        if success_when is None and row.status == "succeeded":
+            success_when, success_prediction, success_run = row.when, row.prediction_id, row.run_id
+        records.append(
+            {
+                "model": row.setup_id,
+                "name": row.name,
+                "status": row.status or "never run",
+                "when_utc": _utc(row.when),
+                "step": row.failed_step,
+                "error": " ".join(row.error.split())[:300],
+                "run": row.run_id,
+                "last_success_utc": _utc(success_when),
+                "last_prediction_id": success_prediction,
+                "last_success_run": success_run,
+                "in_chap": not row.deleted,
+            }
+        )
+    return records

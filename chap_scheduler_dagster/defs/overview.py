@@ -21,7 +21,7 @@ import dagster as dg
 
 from ..core.cancellation import mark_canceled
 from ..core.errors import redact_url
-from ..core.overview import OverviewRow, render_overview
+from ..core.overview import TABLE_COLUMNS, OverviewRow, render_overview, table_rows
 from ..core.report import RunReport
 from ..settings import get_settings
 from .assets import report_asset_key
@@ -134,11 +134,21 @@ def overview_materialization(
         description=f"{len(live)} configured models",
         metadata={
             "overview": dg.MetadataValue.md(text),
+            "models": overview_table(rows),
             "configured_models": len(live),
             "failed": sum(1 for r in live if r.status == "failed"),
             "succeeded": sum(1 for r in live if r.status == "succeeded"),
+            "canceled": sum(1 for r in live if r.status == "canceled"),
         },
     )
+
+
+def overview_table(rows: Iterable[OverviewRow]) -> dg.TableMetadataValue:
+    """The overview as a Dagster table: full width in the UI, one column per fact, sortable."""
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, type=kind, description=about) for name, kind, about in TABLE_COLUMNS]
+    )
+    return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in table_rows(rows)], schema=schema)
 
 
 # ---- the backstop --------------------------------------------------------------------------
