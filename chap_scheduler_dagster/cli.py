@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from . import notify_cli, preflight_cli
+from .cli_runs import cli_run_tags, cli_runs, stop_after_interrupt, unknown_to_chap
 from .core.errors import SchedulerError
 from .settings import get_settings
 
@@ -38,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="predict even when the inputs are unchanged since the last successful prediction (default: skip)",
+    )
+    p.add_argument(
+        "--code-location",
+        help="the code location's name in the Dagster workspace (default: read from ./workspace.yaml)",
     )
     return p
 
@@ -63,43 +68,53 @@ def main(argv: list[str] | None = None) -> int:
     from .defs.partitions import configured_models_partitions
     from .definitions import defs
 
-    job = defs.resolve_job_def(JOB_NAME)
     window = {"end_mode": args.end_mode}
     if args.end_date:
         window["end_date"] = args.end_date
     if args.end_period_offset is not None:
         window["end_period_offset"] = args.end_period_offset
 
-    with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral() as instance:
+    with (
+        dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral() as instance,
+        # Runs carry the code location's origin, so the UI lists, re-executes and relaunches them.
+        cli_runs(instance, JOB_NAME, args.code_location) as runs,
+    ):
         model_ids = list(args.model_ids)
+        listed = []
         if args.all:
             try:
-                model_ids += [str(s.id) for s in _list_models(defs)]
+                listed = _list_models(defs)
+                model_ids += [str(s.id) for s in listed]
             except SchedulerError as exc:
                 print(f"could not list configured models: {exc} — {exc.hint}", file=sys.stderr)
                 return 2
         known = set(instance.get_dynamic_partitions(configured_models_partitions.name))
         new = [m for m in model_ids if m not in known]
+        # An id chap does not have gets no partition, run or report (nor an overview row).
+        unknown = [] if args.all else unknown_to_chap(new, lambda: _list_models(defs))
+        for model_id in unknown:
+            print(f"configured model {model_id}: NOT IN CHAP — chap lists no configured model with this id; nothing was run")
+        model_ids = [m for m in model_ids if m not in unknown]
+        new = [m for m in new if m not in unknown]
         if new:
             instance.add_dynamic_partitions(configured_models_partitions.name, new)
-        failures = 0
+        failures = len(unknown)
+        names = {str(s.id): s.name for s in listed}
         for model_id in model_ids:
-            result = job.execute_in_process(
-                partition_key=model_id,
-                instance=instance,
-                run_config={
+            result = runs.run(
+                model_id,
+                {
                     "ops": {"probe_covariates": {"config": window}}
                     | ({"submit_prediction": {"config": {"force": True}}} if args.force else {}),
                     "loggers": {"console": {"config": {"log_level": "INFO"}}},
                 },
-                raise_on_error=False,
-                tags={"chap_scheduler/trigger": "cli"},
+                cli_run_tags(names.get(model_id)),
             )
             records = instance.fetch_materializations(
                 dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[model_id]), limit=1
             ).records
             report = records[0].asset_materialization if records and records[0].run_id == result.run_id else None
-            status = report.metadata["status"].value if report else ("succeeded" if result.success else "failed")
+            status = report.metadata["status"].value if report else ("succeeded" if result.is_success else "failed")
             where = f"asset {report_asset_key.to_user_string()} partition {model_id}, run {result.run_id}"
             line = f"configured model {model_id}: {str(status).upper()}"
             if report and report.metadata.get("failed_step") and report.metadata["failed_step"].value:
@@ -112,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                 path = args.report_dir / f"{model_id}.md"
                 path.write_text(report.metadata["report"].value)
                 print(f"  report file: {path}")
-            failures += 0 if result.success else 1
+            failures += 0 if result.is_success else 1
+            if status == "canceled":  # Ctrl-C: say what may still run in chap, and stop here
+                stop_after_interrupt(runs, result, report.metadata["report"].value if report else "")
+                break
     return 1 if failures else 0
 
 

@@ -178,10 +178,11 @@ def test_overview_markdown_has_one_row_per_model():
     assert lines[0] == "# chap predictions overview (sierra_leone — `http://dhis2.test`)"
     table = [line for line in lines if line.startswith("| ") and not line.startswith("| model")]
     assert table == [
-        "| 3 — Dengue \\| weekly | **FAILED** | 2026-11-23 06:01 | fetch_analytics |  | [r1](/runs/r1) |",
-        "| 4 | never run |  |  |  |  |",
-        "| 10 — Malaria | succeeded | 2026-11-23 06:03 |  | 42 | [abcdef01](/runs/abcdef0123456789) |",
-        "| 2 — Old (deleted in chap) | succeeded | 2026-10-01 06:00 |  |  |  |",
+        "| 3 — Dengue \\| weekly | **FAILED** | 2026-11-23 06:01 | fetch_analytics |  | [r1](/runs/r1) | never |",
+        "| 4 | never run |  |  |  |  |  |",
+        "| 10 — Malaria | succeeded | 2026-11-23 06:03 |  | 42 | [abcdef01](/runs/abcdef0123456789) "
+        "| 2026-11-23 06:03, prediction 42 |",
+        "| 2 — Old (deleted in chap) | succeeded | 2026-10-01 06:00 |  |  |  | 2026-10-01 06:00 |",
     ]
     assert "- **3** (Dengue \\| weekly): DHIS2 down" in text
     assert "3 configured models: 1 failed, 1 never run, 1 succeeded; 1 deleted in chap (history kept)." in text

@@ -3,7 +3,10 @@
 ``run``: start the sandbox, check it (``chap-scheduler-run check``), run every configured model it lists through the real job on
 the local Dagster instance in ``.dagster_home/`` (SQLite), print each outcome, stop.
 ``ui``: start the sandbox and ``dagster dev``; the discovery sensor lists the sandbox's
-configured models as partitions within seconds. Ctrl-C stops both.
+configured models as partitions within seconds. Ctrl-C or SIGTERM stops both cleanly.
+
+``QUICKSTART_DAGSTER_HOME`` (default ``.dagster_home``) and ``QUICKSTART_UI_PORT`` (default 3000)
+move the instance and the UI, e.g. for a second copy or a test.
 """
 
 from __future__ import annotations
@@ -19,7 +22,17 @@ from dhis2_sandbox import Sandbox, SandboxConfig
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-HOME = REPO / ".dagster_home"
+HOME = Path(os.environ.get("QUICKSTART_DAGSTER_HOME") or REPO / ".dagster_home").resolve()
+# The quickstart instance keeps everything in SQLite under HOME. Writing this file (instead of
+# having none) keeps Dagster from warning on every start that it defaults to exactly that.
+INSTANCE_YAML = """\
+# Written by scripts/quickstart.py. The quickstart's Dagster instance: SQLite files in this folder.
+# (Deployments use the repository's dagster.yaml with PostgreSQL instead; see the README.)
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
 # What each sandbox configured model is built to show.
 EXPECTED = {
     "1": ("succeeded", "monthly model: a full prediction"),
@@ -39,7 +52,9 @@ EXPECTED_PUBLISH = {
 
 
 def main(mode: str) -> int:
-    HOME.mkdir(exist_ok=True)
+    HOME.mkdir(parents=True, exist_ok=True)
+    if not (HOME / "dagster.yaml").exists():
+        (HOME / "dagster.yaml").write_text(INSTANCE_YAML)
     with Sandbox(SandboxConfig(port=int(os.environ.get("SANDBOX_PORT", "0")))) as sandbox:
         env = os.environ | {
             "DAGSTER_HOME": str(HOME),
@@ -102,22 +117,69 @@ def _check_publish(reports: Path) -> list[str]:
     return mismatches
 
 
+class _Stop(Exception):
+    """SIGINT or SIGTERM arrived: stop dagster dev and the sandbox."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
 def _ui(env: dict[str, str]) -> int:
-    # Create the instance's tables first: dagster dev starts the webserver and the daemon at
-    # once, and on a fresh SQLite home both may try to create them.
-    subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
-    process = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", "3000"],
-        env=env, cwd=REPO,
-    )
-    print("Dagster UI: http://127.0.0.1:3000 (Ctrl-C to stop)")
+    port = os.environ.get("QUICKSTART_UI_PORT", "3000")
+    # Handle both signals before dagster dev starts: a handled signal is reset to the default in the
+    # child, whereas an ignored one (a script started with `&`) would stay ignored there, and
+    # dagster dev then ignores SIGTERM too.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_stop)
+    process = None
     try:
+        # Started in the instance folder: in the repository folder Dagster would warn that the
+        # repository's dagster.yaml (the PostgreSQL one for deployments) is not used.
+        # Create the instance's tables first: dagster dev starts the webserver and the daemon at
+        # once, and on a fresh SQLite home both may try to create them.
+        subprocess.run([str(BIN / "dagster"), "instance", "migrate"], env=env, cwd=HOME, check=True,
+                       stdout=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [str(BIN / "dagster"), "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", port],
+            env=env, cwd=HOME,
+            # Its own process group: the signal reaches only this script, which stops the whole group.
+            start_new_session=True,
+        )
+        print(f"Dagster UI: http://127.0.0.1:{port} (Ctrl-C to stop)", flush=True)
         return process.wait()
-    except KeyboardInterrupt:  # Ctrl-C is how the UI is meant to be stopped
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+    except _Stop as stop:
+        print(f"{stop}: stopping dagster dev ...", flush=True)
+        if process is not None:
+            _stop_group(process)
+        print("stopped.", flush=True)
         return 0
+
+
+def _stop_group(process: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM to dagster dev and its webserver, daemon and code servers; SIGKILL after the grace period."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C must not leave the group half-stopped
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+    # dagster dev waits for its children; anything left in the group after it exited is killed.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 if __name__ == "__main__":

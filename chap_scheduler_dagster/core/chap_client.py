@@ -326,6 +326,7 @@ class ChapClient:
         poll_interval_seconds: float,
         on_status: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_poll: Callable[[str], None] | None = None,
     ) -> str:
         """Poll until the job leaves the transient states; returns the terminal status (upper-case).
 
@@ -353,6 +354,8 @@ class ChapClient:
             if status != last and on_status is not None:
                 on_status(status)
             last = status
+            if on_poll is not None:  # progress lines while waiting (core/wait_progress.py)
+                on_poll(status)
             if status not in TRANSIENT_JOB_STATUSES:
                 return status
             if clock() >= deadline:

@@ -28,6 +28,10 @@ class OverviewRow:
     alerts_pending: int = 0
     next_run: datetime | None = None  # next scheduled run (core.next_due), UTC
     next_by: str = ""  # what fires it: chap's cron or an operator schedule
+    # The latest succeeded run: a later failure (even a launchpad typo) never hides the last good forecast.
+    last_success_when: datetime | None = None
+    last_success_prediction_id: str = ""
+    last_success_run_id: str = ""
 
 
 def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
@@ -57,8 +61,8 @@ def render_overview(
         lines.append("No configured model is known yet. The discovery sensor adds chap's configured models.")
         return "\n".join(lines) + "\n"
     lines += [
-        "| model | status | when (UTC) | failed step | prediction id | run |",
-        "|---|---|---|---|---|---|",
+        "| model | status | when (UTC) | failed step | prediction id | run | last success (UTC) |",
+        "|---|---|---|---|---|---|---|",
     ]
     # The next-run column only when something is scheduled (core.next_due).
     scheduled = any(row.next_run for row in rows)
@@ -71,7 +75,10 @@ def render_overview(
         status = _status(row)
         when = row.when.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if row.when else ""
         run = f"[{row.run_id[:8]}](/runs/{row.run_id})" if row.run_id else ""
-        line = f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} |"
+        line = (
+            f"| {model} | {status} | {when} | {_cell(row.failed_step)} | {_cell(row.prediction_id)} | {run} "
+            f"| {_last_success(row)} |"
+        )
         if scheduled:
             nxt = f"{row.next_run.astimezone(UTC).strftime('%Y-%m-%d %H:%M')} ({_cell(row.next_by)})" if row.next_run else ""
             line += f" {nxt} |"
@@ -82,13 +89,27 @@ def render_overview(
         for row in alerted:
             name = f" ({_cell(row.name)})" if row.name else ""
             lines.append(f"- **{row.setup_id}**{name}: {row.alerts} alerts, {row.alerts_pending} pending review")
-    failures = [r for r in rows if r.status in ("failed", "skipped") and r.error and not r.deleted]
+    failures = [r for r in rows if r.status in ("failed", "canceled", "skipped") and r.error and not r.deleted]
     if failures:
         lines += ["", "## Why", ""]
         for row in failures:
             name = f" ({_cell(row.name)})" if row.name else ""
             lines.append(f"- **{row.setup_id}**{name}: {_cell(row.error, 300)}")
     return "\n".join(lines) + "\n"
+
+
+def _last_success(row: OverviewRow) -> str:
+    when, prediction, run = row.last_success_when, row.last_success_prediction_id, row.last_success_run_id
+    if when is None and row.status == "succeeded":  # the latest attempt is the last success
+        when, prediction, run = row.when, row.prediction_id, row.run_id
+    if when is None:
+        return "never" if row.status else ""
+    text = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    if prediction:
+        text += f", prediction {_cell(prediction)}"
+    if run and run != row.run_id:
+        text += f" ([{run[:8]}](/runs/{run}))"
+    return text
 
 
 def _status(row: OverviewRow) -> str:
@@ -102,3 +123,52 @@ def _status(row: OverviewRow) -> str:
 def _cell(text: object, limit: int = 120) -> str:
     value = " ".join(str(text or "").split()).replace("|", "\\|")
     return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+# ---- the same rows as a table (Dagster renders it full width, one column per fact) ----------
+
+TABLE_COLUMNS: list[tuple[str, str, str]] = [
+    # (name, type, description)
+    ("model", "string", "chap configured-model id (the partition key)"),
+    ("name", "string", "configured-model name in chap"),
+    ("status", "string", "last attempt: succeeded, failed, canceled, skipped, or never run"),
+    ("when_utc", "string", "when the last attempt's report was written"),
+    ("step", "string", "the step that failed or was canceled"),
+    ("error", "string", "why, in one line"),
+    ("run", "string", "Dagster run id of the last attempt"),
+    ("last_success_utc", "string", "when the last successful prediction was made"),
+    ("last_prediction_id", "string", "chap prediction id of the last success"),
+    ("last_success_run", "string", "Dagster run id of the last success"),
+    ("in_chap", "bool", "false once the configured model was deleted in chap (history kept)"),
+]
+
+
+def _utc(when: datetime | None) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if when else ""
+
+
+def table_rows(rows: Iterable[OverviewRow]) -> list[dict[str, str | bool]]:
+    """One record per model, keyed like TABLE_COLUMNS; plain values only."""
+    records = []
+    for row in sort_rows(rows):
+        success_when, success_prediction, success_run = (
+            row.last_success_when, row.last_success_prediction_id, row.last_success_run_id
+        )
+        if success_when is None and row.status == "succeeded":
+            success_when, success_prediction, success_run = row.when, row.prediction_id, row.run_id
+        records.append(
+            {
+                "model": row.setup_id,
+                "name": row.name,
+                "status": row.status or "never run",
+                "when_utc": _utc(row.when),
+                "step": row.failed_step,
+                "error": " ".join(row.error.split())[:300],
+                "run": row.run_id,
+                "last_success_utc": _utc(success_when),
+                "last_prediction_id": success_prediction,
+                "last_success_run": success_run,
+                "in_chap": not row.deleted,
+            }
+        )
+    return records

@@ -25,6 +25,7 @@ from .prediction_body import iter_body, remove_body
 from .reconcile import prediction_name, reconcile_submission
 from .run_cause import JOB_TAG, POST_TAG
 from .report import RunReport
+from .wait_progress import WaitProgress
 from .run_window import InputWindow, WindowRequest, probe_latest_common_period, resolve_window, setup_period_type
 
 Log = Callable[[str], None]
@@ -273,12 +274,14 @@ def await_prediction(
     setup = run.require_setup()
     if run.job_id is None:
         raise SchedulerError("no job id from an earlier step")
+    progress = WaitProgress(run.job_id, settings.prediction_timeout_seconds, log, clock=clock)
     status = chap.wait_for_job(
         run.job_id,
         timeout_seconds=settings.prediction_timeout_seconds,
         poll_interval_seconds=settings.poll_interval_seconds,
-        on_status=lambda s: log(f"chap job {run.job_id}: {s}"),
+        on_status=progress.on_status,
         clock=clock,
+        on_poll=progress.on_poll,
     )
     if status != "SUCCESS":
         raise chap.job_failure_text(run.job_id, status)

@@ -19,7 +19,7 @@ from .periods import calendar_order, dhis2_id
 if TYPE_CHECKING:
     from .publish_report import PublishReport
 
-Status = Literal["running", "succeeded", "failed", "skipped"]
+Status = Literal["running", "succeeded", "failed", "canceled", "skipped"]
 
 
 @dataclass
@@ -85,6 +85,8 @@ class RunReport:
     current_prediction_run_id: str | None = None
     # Things the operator should know that are not errors (e.g. a reconciled POST)
     notes: list[str] = field(default_factory=list)
+    # Set when this run re-executes another from a later step ("run <id>, from step <step>").
+    reexecution_of: str | None = None
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -158,11 +160,11 @@ def render_markdown(r: RunReport) -> str:
         "",
         f"- **Status:** {_status_line(r)}",
     ]
-    if r.status in ("failed", "skipped") and (r.error or r.rejection):
+    if r.status in ("failed", "canceled", "skipped") and (r.error or r.rejection):
         if r.rejection is not None:
             lines += _rejection_lines(r.rejection)
         else:
-            label = "Why skipped" if r.status == "skipped" else "Error"
+            label = {"skipped": "Why skipped", "canceled": "Why canceled"}.get(r.status, "Error")
             lines.append(f"- **{label}:** {_inline(r.error or '')}")
         if r.hint:
             lines.append(f"- **What to do:** {r.hint}")
@@ -172,6 +174,8 @@ def render_markdown(r: RunReport) -> str:
     ]
     if r.run_id:
         lines.append(f"- **Dagster run:** `{r.run_id}`")
+    if r.reexecution_of:
+        lines.append(f"- **Re-execution of:** {r.reexecution_of}")
     lines += ["", "## DHIS2", "", f"- **Instance:** `{r.dhis2_url}`" + (f" ({r.location})" if r.location else "")]
     if r.dhis2_error:
         lines.append(f"- **NOT REACHABLE:** {_inline(r.dhis2_error)}")
@@ -252,6 +256,8 @@ def render_markdown(r: RunReport) -> str:
 def _status_line(r: RunReport) -> str:
     if r.status == "failed":
         return f"FAILED at `{r.failed_step or 'unknown step'}`"
+    if r.status == "canceled" and r.failed_step:
+        return f"CANCELED during `{r.failed_step}`"
     return r.status.upper()
 
 

@@ -13,7 +13,9 @@ from ..core.prediction_steps import PredictionRun
 from ..core.report import RunReport
 from ..core.run_window import parse_window_request
 from ..settings import get_settings
+from .reexecution import continue_run
 from .reporting import report_step
+from .tags import CHAP_JOB_TAG, model_tags, tag_running_run
 from .resources import Dhis2Resource
 from .unchanged import skip_if_unchanged
 
@@ -56,6 +58,7 @@ def probe_covariates(
             )
         with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
             steps.connect(run, reader, chap, log=context.log.info)
+            tag_running_run(context, model_tags(run.report.setup_name))
             steps.choose_window(run, request, reader, settings, today=settings.today(), log=context.log.info)
     return run
 
@@ -63,6 +66,7 @@ def probe_covariates(
 @dg.op(description="Fetch covariate values and org-unit geometry from DHIS2 into the request body.")
 def fetch_analytics(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> PredictionRun:
     settings = get_settings()
+    continue_run(context, run, "fetch_analytics")
     with report_step(context, run, "fetch_analytics"), dhis2.reader(settings) as reader:
         steps.fetch_data(run, reader, settings, log=context.log.info)
     return run
@@ -88,6 +92,7 @@ def submit_prediction(
     context: dg.OpExecutionContext, config: SubmitPredictionConfig, run: PredictionRun, dhis2: Dhis2Resource
 ):
     settings = get_settings()
+    continue_run(context, run, "submit_prediction", dhis2=dhis2)
     with report_step(context, run, "submit_prediction"):
         if skip_if_unchanged(context, run, force=config.force):
             return
@@ -103,6 +108,8 @@ def submit_prediction(
 @dg.op(description="Wait for chap's job and read the prediction and its values.")
 def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource) -> PredictionRun:
     settings = get_settings()
+    continue_run(context, run, "await_prediction")
+    tag_running_run(context, {CHAP_JOB_TAG: run.job_id or ""})
     with report_step(context, run, "await_prediction"), dhis2.chap(settings) as chap:
         try:
             steps.await_prediction(run, chap, settings, log=context.log.info)

@@ -19,8 +19,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from ..core.cancellation import mark_canceled
 from ..core.errors import redact_url
-from ..core.overview import OverviewRow, render_overview
+from ..core.overview import TABLE_COLUMNS, OverviewRow, render_overview, table_rows
 from ..core.report import RunReport
 from ..settings import get_settings
 from .assets import report_asset_key
@@ -30,7 +31,7 @@ from ..core.run_cause import JOB_TAG
 from .jobs import dhis2_chap_prediction
 from .next_due import scheduled_next_runs
 from .partitions import configured_models_partitions
-from .tags import PARTITION_TAG
+from .tags import CHAP_JOB_TAG, PARTITION_TAG
 
 OVERVIEW_NAME = "chap_predictions_overview"
 # Same location prefix as the report asset, so two DHIS2s never share an overview.
@@ -69,12 +70,19 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
     if known is None:
         known = instance.get_dynamic_partitions(configured_models_partitions.name)
     known = set(known)
-    materialized = set(instance.get_materialized_partitions(report_asset_key))
+    # Only chap ids: a report written under another key (a partition-less run of an older version
+    # wrote "?") is not a configured model and must not show as one "deleted in chap".
+    materialized = {k for k in instance.get_materialized_partitions(report_asset_key) if k.isdigit()}
     rows = []
     for key in known | materialized:
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[key]), limit=5
         ).records
+        if records and not _last_success(records) and len(records) == 5:
+            # A streak of failures: look further back for the last success (reports are a few kB each).
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[key]), limit=LAST_SUCCESS_LOOKBACK
+            ).records
         if not records:
             rows.append(OverviewRow(setup_id=key))
             continue
@@ -96,9 +104,26 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
                 deleted=key not in known,
                 alerts=_int(meta, "chap_alerts"),
                 alerts_pending=_int(meta, "chap_alerts_pending"),
+                **_last_success(records),
             )
         )
     return rows
+
+
+# How many reports back the overview looks for a model's last success.
+LAST_SUCCESS_LOOKBACK = 50
+
+
+def _last_success(records) -> dict:
+    for record in records:
+        meta = dict(record.asset_materialization.metadata) if record.asset_materialization else {}
+        if _value(meta, "status") == "succeeded":
+            return {
+                "last_success_when": datetime.fromtimestamp(record.timestamp, UTC),
+                "last_success_prediction_id": _value(meta, "prediction_id"),
+                "last_success_run_id": record.run_id or _value(meta, "run_id"),
+            }
+    return {}
 
 
 def overview_materialization(
@@ -128,12 +153,22 @@ def overview_materialization(
         description=f"{len(live)} configured models",
         metadata={
             "overview": dg.MetadataValue.md(text),
+            "models": overview_table(rows),
             "configured_models": len(live),
             "failed": sum(1 for r in live if r.status == "failed"),
             "succeeded": sum(1 for r in live if r.status == "succeeded"),
             "chap_alerts_pending": sum(r.alerts_pending for r in live),
+            "canceled": sum(1 for r in live if r.status == "canceled"),
         },
     )
+
+
+def overview_table(rows: Iterable[OverviewRow]) -> dg.TableMetadataValue:
+    """The overview as a Dagster table: full width in the UI, one column per fact, sortable."""
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, type=kind, description=about) for name, kind, about in TABLE_COLUMNS]
+    )
+    return dg.MetadataValue.table(records=[dg.TableRecord(r) for r in table_rows(rows)], schema=schema)
 
 
 # ---- the backstop --------------------------------------------------------------------------
@@ -174,6 +209,9 @@ def backstop_report(
     report.hint = cause.hint
     report.job_id = run.tags.get(JOB_TAG) or None
     report.finish()
+    if run.status == dg.DagsterRunStatus.CANCELED:
+        # Canceled, not failed; the chap job id (tagged by await_prediction) says what may still run in chap.
+        mark_canceled(report, step, run.tags.get(CHAP_JOB_TAG))
     return report
 
 

@@ -25,6 +25,7 @@ from ..core.republish import load_prediction
 from ..settings import SchedulerSettings, get_settings
 from .assets import _key
 from .partitions import configured_models_partitions
+from .reexecution import continue_run
 from .reporting import materialize_report, report_step
 from .resources import Dhis2Resource
 from .unchanged import forecast_data_version
@@ -186,6 +187,7 @@ def _publish(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Res
 def publish_forecasts(
     context: dg.OpExecutionContext, config: PublishForecastsConfig, run: PredictionRun, dhis2: Dhis2Resource
 ) -> None:
+    continue_run(context, run, "publish_forecasts")  # a re-execution from here reports as the new run
     with report_step(context, run, "publish_forecasts"):
         context.log_event(chap_forecast_materialization(run))
         _publish(context, run, dhis2, config.mode)

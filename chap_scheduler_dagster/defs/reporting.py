@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from ..core.cancellation import mark_canceled
 from ..core.errors import SchedulerError
 from ..core.run_cause import JOB_TAG, explain_run
 from ..core.prediction_body import remove_body
@@ -33,6 +34,11 @@ def report_materialization(report: RunReport) -> dg.AssetMaterialization:
 
 
 def materialize_report(context: dg.OpExecutionContext, report: RunReport) -> None:
+    if not context.has_partition_key:
+        # No configured model: writing it would create a partition "?" in the report asset and a
+        # phantom row in the overview. The run's own failure says what to do.
+        context.log.warning("this run has no partition (configured model), so no run report is written")
+        return
     context.log_event(report_materialization(report))
 
 
@@ -44,7 +50,10 @@ def report_step(context: dg.OpExecutionContext, run: PredictionRun, step: str) -
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, dg.DagsterExecutionInterruptedError)):
             # Terminated from the UI or by run monitoring: say so in the report, let Dagster cancel.
             if isinstance(exc, dg.DagsterExecutionInterruptedError):
-                run.report.fail(step, _interruption(context, run))
+                # canceled, with how to check chap before relaunching; the cause (terminated, or run
+                # monitoring's time limit) read from the run's own events
+                mark_canceled(run.report, step, run.job_id)
+                run.report.error = str(_interruption(context, run))
                 remove_body(run.body_path)
                 materialize_report(context, run.report)
             raise

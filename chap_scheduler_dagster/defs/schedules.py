@@ -25,9 +25,10 @@ from .jobs import dhis2_chap_prediction
 from .ops import ProbeCovariatesConfig
 from .one_run_per_tick import runs_at_tick
 from .partitions import configured_models_partitions
+from .overview import latest_report_rows
 from .resources import Dhis2Resource
 from .sensors import _list_setups
-from .tags import SCHEDULED_TICK_TAG, TRIGGER_TAG
+from .tags import SCHEDULED_TICK_TAG, launch_tags
 
 
 def build_prediction_schedule(
@@ -86,13 +87,15 @@ def build_prediction_schedule(
             context.log.info(plan.summary())
         if not plan.run:
             return dg.SkipReason(f"nothing to launch at {tick}: {plan.summary()}")
+        # Model names from the latest reports, so the Runs page says which model each run is for.
+        names = {row.setup_id: row.name for row in latest_report_rows(context.instance, keys)}
         return [
             dg.RunRequest(
                 partition_key=key,
                 run_key=f"operator:{key}:{tick}",
                 run_config=run_config,
                 tags={
-                    TRIGGER_TAG: f"schedule:{name}",
+                    **launch_tags(f"schedule:{name}", names.get(key)),
                     SCHEDULED_TICK_TAG: tick,
                     MODEL_TICK_TAG: model_tick(key, when, settings.location_name),
                 },

@@ -28,7 +28,7 @@ from .overview import overview_materialization
 from .partitions import configured_models_partitions
 from .reporting import report_materialization
 from .resources import Dhis2Resource
-from .tags import CATCH_UP_TAG, CRON_TAG, CRON_TICK_TAG, TRIGGER_TAG
+from .tags import CATCH_UP_TAG, CRON_TAG, CRON_TICK_TAG, TRIGGER_TAG, launch_tags
 
 CHAP_CRON_INTERVAL_SECONDS = 60
 # A setup the sensor sees for the first time fires only for a tick at most this old.
@@ -131,8 +131,12 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
 
     run_requests = []
     for due in plan.due:
-        tags = {TRIGGER_TAG: "chap-cron", CRON_TAG: due.cron, CRON_TICK_TAG: due.tick_iso,
-                MODEL_TICK_TAG: model_tick(due.partition_key, due.tick, settings.location_name)}
+        tags = {
+            **launch_tags("chap-cron", due.name),
+            CRON_TAG: due.cron,
+            CRON_TICK_TAG: due.tick_iso,
+            MODEL_TICK_TAG: model_tick(due.partition_key, due.tick, settings.location_name),
+        }
         if due.catch_up:
             tags[CATCH_UP_TAG] = "true"
         run_requests.append(dg.RunRequest(partition_key=due.partition_key, run_key=due.run_key, tags=tags))
