@@ -14,7 +14,7 @@ from chap_scheduler_dagster.defs.reporting import report_materialization
 from chap_scheduler_dagster.defs.resources import Dhis2Resource
 from chap_scheduler_dagster.defs.tags import CHAP_JOB_TAG
 
-from .test_sensors import PARTITIONS, BrokenDhis2, instance, shared_instance  # noqa: F401  (fixtures)
+from .test_sensors import PARTITIONS, BrokenDhis2, instance  # noqa: F401  (fixtures)
 
 DHIS2 = "https://dhis2.example.org/dhis"
 
@@ -79,30 +79,28 @@ def test_a_report_under_a_key_that_is_no_chap_id_is_not_a_model(instance):  # no
 
 
 def test_invalid_config_after_a_success_keeps_the_last_good_forecast_in_the_overview(instance):  # noqa: F811
-    import respx
+    from dhis2_sandbox import Sandbox, SandboxConfig
 
-    from .fake_dhis2 import BASE, PASSWORD, USER, FakeDhis2
+    instance.add_dynamic_partitions(PARTITIONS, ["1"])
 
-    instance.add_dynamic_partitions(PARTITIONS, ["7"])
-
-    def run(window: dict):
-        with respx.mock(assert_all_called=False) as router:
-            FakeDhis2().install(router)
+    with Sandbox(SandboxConfig(port=0, job_seconds=0.1)) as sb:
+        def run(window: dict):
             return dhis2_chap_prediction.execute_in_process(
-                partition_key="7", instance=instance, raise_on_error=False,
-                resources={"dhis2": Dhis2Resource(base_url=BASE, username=USER, password=PASSWORD)},
+                partition_key="1", instance=instance, raise_on_error=False,
+                resources={"dhis2": Dhis2Resource(base_url=sb.base_url, username="admin", password="district")},
                 run_config={"ops": {"probe_covariates": {"config": window}}},
             )
 
-    good = run({})
-    assert good.success
-    typo = run({"end_mode": "fixed"})  # no end_date: passes the launchpad, fails in probe_covariates
-    assert not typo.success
+        good = run({"end_mode": "offset", "end_period_offset": 3})
+        assert good.success
+        typo = run({"end_mode": "fixed"})  # no end_date: passes the launchpad, fails in probe_covariates
+        assert not typo.success
     [row] = latest_report_rows(instance)
     assert (row.status, row.failed_step, row.run_id) == ("failed", "probe_covariates", typo.run_id)
-    assert row.last_success_run_id == good.run_id and row.last_success_prediction_id == "42"
+    assert row.last_success_run_id == good.run_id and row.last_success_prediction_id
+    pid = row.last_success_prediction_id
     text = overview_materialization(instance).metadata["overview"].value
-    assert f", prediction 42 ([{good.run_id[:8]}](/runs/{good.run_id})) |" in text
+    assert f", prediction {pid} ([{good.run_id[:8]}](/runs/{good.run_id})) |" in text
 
 
 def test_last_success_is_found_behind_a_streak_of_failures(instance):  # noqa: F811

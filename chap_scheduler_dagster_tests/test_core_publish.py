@@ -315,7 +315,7 @@ def test_prediction_rows_are_read_row_by_row_through_the_chap_client_with_retrie
         assert got == rows and len(route.calls) == 2
         respx.get(url).mock(return_value=httpx.Response(404, json={"detail": "Prediction not found"}))
         with ChapClient(BASE, username="u", password="p", sleep=lambda s: None) as chap:
-            with pytest.raises(ChapHttpError, match="HTTP 404: Prediction not found"):
+            with pytest.raises(ChapHttpError, match=r"HTTP 404\): Prediction not found"):
                 list(prediction_rows(chap, 42)(0.5))
 
 

@@ -71,7 +71,7 @@ def test_overview_shows_each_models_next_run():
             OverviewRow(setup_id="2")]
     text = render_overview(rows, generated_at=SUNDAY)
     assert "| next run (UTC) |" in text
-    assert "| 1 | never run |  |  |  |  | 2026-11-30 06:00 (chap cron '0 6 * * 1') |" in text
+    assert "| 1 | never run |  |  |  |  |  | 2026-11-30 06:00 (chap cron '0 6 * * 1') |" in text
     assert "| 2 | never run |  |  |  |  |  |" in text
     # Nothing scheduled at all: no empty column.
     assert "next run" not in render_overview([OverviewRow(setup_id="2")], generated_at=SUNDAY)
@@ -100,7 +100,7 @@ def test_sensor_does_not_launch_a_model_already_run_at_that_minute(instance, mon
     assert not data.run_requests
     assert "already run at this minute: 3; next due: configured model 3" in data.skip_message
     # The tick is still accounted for: the next evaluation does not try again.
-    assert '"last_tick": "2026-11-23T06:00:00+00:00"' in data.cursor
+    assert '"last_tick":"2026-11-23T06:00:00+00:00"' in data.cursor
 
 
 def test_sensor_and_schedule_runs_carry_the_model_tick(instance, monkeypatch):

@@ -209,7 +209,7 @@ def test_reexecution_from_await_waits_on_the_same_chap_job(stack, sandbox):
     assert any(m.startswith(f"chap job {job_id}: STARTED (") and f"of the {TIMEOUT_SECONDS} s timeout" in m
                for m in waited), waited
     parent_tags = tags_of(stack.graphql(RUN_DETAIL, {"runId": parent})["runOrError"])
-    assert parent_tags["chap_scheduler/chap_job"] == job_id
+    assert parent_tags["chap_scheduler/chap_job_id"] == job_id
 
     # chap finishes the job later; re-executing from the failure picks it up without a new POST.
     sandbox.chap.jobs[job_id].outcome = "ok"
@@ -260,7 +260,7 @@ def test_terminated_run_is_canceled_and_says_the_chap_job_may_still_run(stack, s
         deadline = time.monotonic() + 90
         job_id = None
         while time.monotonic() < deadline and not job_id:  # await_prediction tags the run with the chap job
-            job_id = tags_of(stack.graphql(RUN_DETAIL, {"runId": run_id})["runOrError"]).get("chap_scheduler/chap_job")
+            job_id = tags_of(stack.graphql(RUN_DETAIL, {"runId": run_id})["runOrError"]).get("chap_scheduler/chap_job_id")
             time.sleep(0.3)
         assert job_id, stack.log_tail()
     finally:

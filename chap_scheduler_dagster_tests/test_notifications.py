@@ -193,7 +193,11 @@ def test_teams_through_dagster_msteams(http_receiver):
     assert "Model: ewars monthly (id 3)" in texts and "Fix: Run analytics tables in DHIS2." in texts
 
 
-def test_failing_channel_is_retried_then_reported_without_raising(http_receiver):
+def test_failing_channel_is_retried_then_reported_without_raising(http_receiver, monkeypatch):
+    from chap_scheduler_dagster.settings import get_settings
+
+    monkeypatch.setenv("CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS", "0.5")  # the real policy (tests default to 0)
+    get_settings.cache_clear()
     sleeps: list[float] = []
     http_receiver.fail_next = [503, 500, 404]
     url = http_receiver.url + "/hook/SECRET-TOKEN-123"

@@ -157,6 +157,6 @@ def test_the_job_brings_its_io_manager_and_takes_every_other_resource_from_defin
 
     assert set(dhis2_chap_prediction.resource_defs) == {"io_manager"}  # dhis2 is not pinned on the job
     resolved = defs.resolve_job_def("dhis2_chap_prediction")
-    assert set(resolved.resource_defs) == {"io_manager", "dhis2"}
+    assert set(resolved.resource_defs) == {"io_manager", "dhis2", "notify_channels"}
     assert resolved.resource_defs["io_manager"].configurable_resource_cls is RunStateIOManager
-    assert resolved.resource_defs["dhis2"].configurable_resource_cls is type(defs.resources["dhis2"])
+    assert resolved.resource_defs["dhis2"] is defs.resources["dhis2"]  # the environment-bound definition

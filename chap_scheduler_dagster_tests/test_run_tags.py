@@ -17,7 +17,6 @@ from .test_sensors import (  # noqa: F401  (fixtures)
     instance,
     schedule_context,
     setup_row,
-    shared_instance,
 )
 
 

@@ -38,11 +38,10 @@ from ..core.notify_channels import all_secrets, configured_channels, deliver
 from ..settings import get_settings
 from .assets import report_asset_key
 from .jobs import dhis2_chap_prediction
-from .tags import DHIS2_TAG
+from .tags import DHIS2_TAG, PARTITION_TAG
 from .partitions import configured_models_partitions
 
 SENSOR_NAME = "chap_notifications_sensor"
-PARTITION_TAG = "dagster/partition"
 WATCHED_SENSORS = ("configured_models_sensor", "chap_schedule_sensor")
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
 MAX_RUNS_PER_TICK = 100

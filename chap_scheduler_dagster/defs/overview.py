@@ -211,7 +211,7 @@ def backstop_report(
     report.finish()
     if run.status == dg.DagsterRunStatus.CANCELED:
         # Canceled, not failed; the chap job id (tagged by await_prediction) says what may still run in chap.
-        mark_canceled(report, step, run.tags.get(CHAP_JOB_TAG))
+        mark_canceled(report, cause.step, run.tags.get(CHAP_JOB_TAG))
     return report
 
 

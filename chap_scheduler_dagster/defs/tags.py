@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from ..core.double_runs import MODEL_TICK_TAG  # noqa: F401  (one minute-tick per model, core.double_runs)
+from ..core.run_cause import JOB_TAG, POST_TAG  # noqa: F401  (set by submit_prediction, read by the backstop)
+
 # The queued run coordinator limits concurrent runs per value of this tag (dagster.yaml).
 DHIS2_TAG = "chap_scheduler/dhis2"
 # Who launched the run: "chap-cron", "schedule:<name>" or "cli".
@@ -24,7 +27,7 @@ MAX_RUNTIME_TAG = "dagster/max_runtime"
 PARTITION_TAG = "dagster/partition"
 # The configured model's name, and the chap job a run waits on (set by the ops).
 MODEL_TAG = "chap_scheduler/model"
-CHAP_JOB_TAG = "chap_scheduler/chap_job"
+CHAP_JOB_TAG = JOB_TAG  # one tag for the chap job a run created or waits on
 # Tag values show in one line on the Runs page; a long model name is cut.
 MAX_TAG_VALUE = 120
 
