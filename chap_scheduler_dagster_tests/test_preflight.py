@@ -145,7 +145,7 @@ def test_everything_passes_for_a_healthy_model(env, sandbox):
     window = checks[f"model {model}: window"].finding
     assert "calculated window" in window and "of the budget 5,000,000" in window
     assert "next due" in checks[f"model {model}: chap schedule"].finding
-    assert "q0.5=dePredMed01 (NUMBER)" in checks[f"model {model}: quantile targets"].finding
+    assert "1 ready to publish: 0.5 -> dePredMed01" in checks[f"model {model}: quantile targets"].finding
     # Reads only: the preflight sends no POST, PUT, PATCH or DELETE.
     assert {method for method, _, _ in sandbox.requests} == {"GET"}
 
@@ -390,11 +390,35 @@ def test_quantile_targets_exist_and_take_numbers(env, sandbox):
                                                              False, 0, 1, 0)
     missing = healthy_setup(sandbox, quantileTargets=[{"quantile": "0.9", "dataElementId": "deNoTarget1"}])
     text = healthy_setup(sandbox, quantileTargets=[{"quantile": "0.5", "dataElementId": "deTextTarg1"}])
-    checks = by_name(preflight(str(missing), str(text)))
-    assert checks[f"model {missing}: quantile targets"].status == ERROR
-    assert "q0.9=deNoTarget1" in checks[f"model {missing}: quantile targets"].finding
-    assert checks[f"model {text}: quantile targets"].status == ERROR
-    assert "q0.5=deTextTarg1 (TEXT)" in checks[f"model {text}: quantile targets"].finding
+    result = preflight(str(missing), str(text))
+    of = lambda model: [c for c in result.checks if c.name == f"model {model}: quantile targets"]  # noqa: E731
+    assert [c.status for c in of(missing)] == [ERROR] and "deNoTarget1 does not exist" in of(missing)[0].finding
+    [wrong_type] = [c for c in of(text) if c.status == ERROR]
+    assert "deTextTarg1" in wrong_type.finding and "value type TEXT" in wrong_type.finding and wrong_type.fix
+
+
+def test_quantile_targets_get_the_publishing_preflight_warnings_and_the_capture_check(env, sandbox):
+    """The same preflight publish_forecasts runs: openFuturePeriods and zeroIsSignificant warnings, and
+    org units outside the user's data capture hierarchy (the user could not write there) as an error."""
+    from dhis2_sandbox.world import DE_PRED_NOZERO, DE_PRED_SHORT
+
+    short = healthy_setup(sandbox, quantileTargets=[{"quantile": "0.5", "dataElementId": DE_PRED_SHORT}])
+    nozero = healthy_setup(sandbox, quantileTargets=[{"quantile": "0.5", "dataElementId": DE_PRED_NOZERO}])
+    result = preflight(str(short), str(nozero))
+    short_checks = [c for c in result.checks if c.name == f"model {short}: quantile targets"]
+    assert any(c.status == WARNING and "openFuturePeriods" in c.finding for c in short_checks), short_checks
+    assert all(c.fix for c in short_checks if c.status != OK)
+    nozero_checks = [c for c in result.checks if c.name == f"model {nozero}: quantile targets"]
+    assert any(c.status == WARNING and "zeroIsSignificant" in (c.finding + c.fix) for c in nozero_checks), nozero_checks
+    assert result.exit_code == 0  # warnings only
+
+    sandbox.capture_roots = ["noSuchRoot1"]  # the user may capture data nowhere in the setup's tree
+    model = healthy_setup(sandbox)
+    result = preflight(str(model))
+    checks = [c for c in result.checks if c.name == f"model {model}: quantile targets"]
+    assert any(c.status == ERROR and "capture" in c.finding for c in checks), checks
+    assert result.exit_code == 1
+    assert {method for method, _, _ in sandbox.requests} == {"GET"}  # still nothing written
 
 
 def test_publishing_preflight_plugs_in_as_target_checks(env, sandbox):

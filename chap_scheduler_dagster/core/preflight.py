@@ -595,30 +595,31 @@ def check_schedule(setup: PredictionSetup, settings: SchedulerSettings, now: dat
 
 
 def check_quantile_targets(reader: Dhis2Reader, setup: PredictionSetup) -> list[Check]:
-    """What publishing needs and no publishing code: every quantileTargets data element exists and takes numbers.
+    """The publishing preflight (``core.target_preflight``), the same one ``publish_forecasts`` runs first.
 
-    Writability (DHIS2's dry run), ``openFuturePeriods`` and ``zeroIsSignificant`` belong to the
-    publishing preflight; pass it to :func:`run_preflight` as ``target_checks`` to replace this one.
+    Each quantileTargets data element exists, is readable and takes numbers, its data sets fit the period
+    type, ``openFuturePeriods`` covers the horizon and zeros are stored (warnings), and the org units lie
+    in the user's data capture hierarchy. It reads only; nothing is written.
     """
-    targets = setup.quantile_targets
-    if not targets:
-        return [Check("quantile targets", OK, "none: nothing is published for this model")]
-    found = lookup_data_elements(reader, (t.data_element_id for t in targets))
-    missing = [f"q{t.quantile}={t.data_element_id}" for t in targets if t.data_element_id not in found]
-    wrong = [
-        f"q{t.quantile}={t.data_element_id} ({found[t.data_element_id].get('valueType', '?')})"
-        for t in targets
-        if t.data_element_id in found and found[t.data_element_id].get("valueType") not in NUMERIC_VALUE_TYPES
+    from ..settings import get_settings
+    from .prediction_steps import prediction_horizon
+    from .target_preflight import check_setup_targets
+
+    try:
+        horizon, _ = prediction_horizon(setup, get_settings())
+    except SchedulerError as exc:  # an unknown period type is reported by the window check
+        return [Check("quantile targets", ERROR, str(exc), exc.hint)]
+    findings = check_setup_targets(reader, setup, horizon=horizon)
+    status = {"ok": OK, "warning": WARNING, "error": ERROR}
+    problems = [f for f in findings if f.level != "ok"]
+    if not problems:
+        targets = [f.target for f in findings if f.target]
+        detail = f"{len(targets)} ready to publish: {', '.join(targets)}" if targets else findings[0].message
+        return [Check("quantile targets", OK, detail)]
+    return [
+        Check("quantile targets", status[f.level], f.message, f.fix)
+        for f in problems
     ]
-    if missing:
-        return [Check("quantile targets", ERROR, f"not found in DHIS2 (or not visible to the user): {', '.join(missing)}",
-                      "Fix quantileTargets of the configured model in chap, or create the data elements in DHIS2.")]
-    if wrong:
-        return [Check("quantile targets", ERROR, f"do not take numbers: {', '.join(wrong)}",
-                      "Give these data elements a numeric value type (NUMBER) in DHIS2, or target others.")]
-    return [Check("quantile targets", OK, f"{len(targets)} exist and take numbers: "
-                  + ", ".join(f"q{t.quantile}={t.data_element_id} ({found[t.data_element_id].get('valueType')})"
-                              for t in targets))]
 
 
 def check_model(
