@@ -10,7 +10,7 @@
 # Base image: PYTHON_IMAGE, the official python:3.11-slim by default. Any image with Python 3.11+
 # and its venv module as `python3`, plus groupadd/useradd, gives the same result (venv in
 # /opt/venv, the same entry points, uid/gid 10001). Tested with a local Debian bookworm base
-# (debootstrap + docker import, see deploy/test/README.md): --build-arg PYTHON_IMAGE=<that image>.
+# (debootstrap + docker import; README, "The Docker lane"): --build-arg PYTHON_IMAGE=<that image>.
 #
 # Package index settings for the two `pip install` steps (a mirror, a proxy's CA) are passed as
 # optional build secrets, mounted for that one command and never written to a layer:

@@ -300,6 +300,7 @@ class DockerLane:
             try:
                 if self.compose_dir is not None:
                     self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False, timeout=300)
+                self.timings["stop_compose_down_s"] = time.monotonic() - t0
                 # Run containers (not part of the compose project) and anything else left.
                 ids = self.docker("ps", "-aq", check=False).stdout.decode().split()
                 if ids:
@@ -309,12 +310,14 @@ class DockerLane:
                     self.docker("volume", "rm", "-f", *volumes, check=False)
                 # Images and build cache live in the data root, removed below with dockerd's roots.
             finally:
+                self.timings["stop_containers_s"] = time.monotonic() - t0
                 self.dockerd.send_signal(signal.SIGTERM)
                 try:
                     self.dockerd.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     self.dockerd.kill()
                     self.dockerd.wait()
+        self.timings["stop_dockerd_s"] = time.monotonic() - t0
         self._unmount_leftovers()
         shutil.rmtree(self.root, ignore_errors=True)
         self.timings["stop_s"] = time.monotonic() - t0

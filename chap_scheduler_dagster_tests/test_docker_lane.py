@@ -356,7 +356,7 @@ def test_run_starts_in_its_own_container_succeeds_and_reports_to_postgres(lane: 
     tags = {t["key"]: t["value"] for t in lane.ui.graphql(
         "query R($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } runConfigYaml } } }",
         {"id": run_id})["runOrError"]["tags"]}
-    assert tags["dagster/container_id"] == container.id
+    assert tags["docker/container_id"] == container.id and tags["dagster/image"] == IMAGE
     assert tags["chap_scheduler/dhis2"] == LOCATION
     assert len(lane.sandbox.chap.jobs) == posts_before + 1
     events = lane.report_events(run_id)
