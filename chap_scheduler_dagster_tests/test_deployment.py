@@ -1,6 +1,7 @@
 """Deployment files: dagster.yaml (host and Docker), workspace files, Dockerfile, docker compose.
 
-There is no Docker engine on CI, so the Docker side is checked by parsing and validating:
+These tests need no Docker engine (test_docker_lane.py runs the deployment for real), so the
+Docker side is checked here by parsing and validating:
 the compose file against the Compose Specification's JSON schema (the copy that the maintained
 ``check-jsonschema`` package vendors), the instance files by loading real ``DagsterInstance``s
 against the local PostgreSQL, the workspace files with Dagster's own loader, and every command
