@@ -112,7 +112,7 @@ class Lane:
 
 
 @pytest.fixture(scope="module")
-def lane():
+def lane(request):
     require_tools()
     # Short socket path (unix sockets are limited to 108 bytes): dockerd's roots live here.
     import tempfile
@@ -153,7 +153,12 @@ def lane():
             docker_lane.stop()
             drop_database(database)
             timings = " ".join(f"{k}={v:.1f}" for k, v in docker_lane.timings.items())
-            print(f"\ndocker lane timings (s): {timings} total={time.monotonic() - t0:.1f}")
+            reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+            line = f"docker lane timings (s): {timings} total={time.monotonic() - t0:.1f}"
+            if reporter is not None:  # shown in CI's output, captured or not
+                reporter.write_line("\n" + line)
+            else:
+                print(line)
             import shutil
 
             shutil.rmtree(short, ignore_errors=True)
@@ -278,11 +283,17 @@ def test_no_secret_or_pip_configuration_in_any_layer(lane: Lane, tmp_path: Path)
 
 
 def test_user_code_webserver_and_daemon_are_up(lane: Lane) -> None:
-    for service in ("user-code", "webserver", "daemon", "postgres"):
-        state = lane.docker.containers.get(lane.lane.container(service)).attrs["State"]
-        assert state["Status"] == "running", (service, state)
-        if service != "daemon":  # the daemon's first health check comes after 30 s
-            assert state["Health"]["Status"] == "healthy", (service, state["Health"])
+    # Each service healthy by its own compose health check (the daemon's first one runs 30 s after
+    # it starts, the webserver's 15 s).
+    deadline = time.monotonic() + 120
+    for service in ("postgres", "user-code", "webserver", "daemon"):
+        while True:
+            state = lane.docker.containers.get(lane.lane.container(service)).attrs["State"]
+            assert state["Status"] == "running", (service, state)
+            if state["Health"]["Status"] == "healthy":
+                break
+            assert state["Health"]["Status"] == "starting" and time.monotonic() < deadline, (service, state["Health"])
+            time.sleep(1)
     # user-code: its gRPC health check, as the compose health check runs it.
     check = lane.lane.docker("exec", lane.lane.container("user-code"),
                              "dagster", "api", "grpc-health-check", "-p", str(lane.grpc_port), check=False)
