@@ -15,8 +15,10 @@ import io
 import json
 import os
 import re
+import shutil
 import stat
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -115,8 +117,6 @@ class Lane:
 def lane(request):
     require_tools()
     # Short socket path (unix sockets are limited to 108 bytes): dockerd's roots live here.
-    import tempfile
-
     short = Path(tempfile.mkdtemp(prefix="chapdl.", dir="/tmp"))
     docker_lane = DockerLane(tmp=short)
     database = create_database()
@@ -160,8 +160,6 @@ def lane(request):
                     print("\n" + line, flush=True)
             else:
                 print(line)
-            import shutil
-
             shutil.rmtree(short, ignore_errors=True)
 
 
