@@ -1,9 +1,22 @@
-# syntax=docker/dockerfile:1
-#
 # One image for all Dagster roles of chap-scheduler-dagster: the user-code gRPC server, the
 # webserver, the daemon and every run container the DockerRunLauncher starts. docker-compose.yml
 # picks the role with `command:`. Nothing secret is baked in: DHIS2_*, DAGSTER_PG_* and
 # CHAP_SCHEDULER_* come from the environment at run time.
+#
+# Build with BuildKit (`DOCKER_BUILDKIT=1 docker build .`, `docker buildx build .` or
+# `docker compose build`). No `# syntax=` line on purpose: it makes BuildKit pull the
+# docker/dockerfile frontend image from a registry, and the built-in frontend has all this needs.
+#
+# Base image: PYTHON_IMAGE, the official python:3.11-slim by default. Any image with Python 3.11+
+# and its venv module as `python3`, plus groupadd/useradd, gives the same result (venv in
+# /opt/venv, the same entry points, uid/gid 10001). Tested with a local Debian bookworm base
+# (debootstrap + docker import; README, "The Docker lane"): --build-arg PYTHON_IMAGE=<that image>.
+#
+# Package index settings for the two `pip install` steps (a mirror, a proxy's CA) are passed as
+# optional build secrets, mounted for that one command and never written to a layer:
+#   --secret id=pip.conf,src=<pip config file>   (read as PIP_CONFIG_FILE)
+#   --secret id=pip-cert,src=<CA bundle>         (read as PIP_CERT)
+# Without them pip uses its defaults.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -14,7 +27,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-RUN python -m venv /opt/venv
+# `python3`, not `python`: Debian's own Python (a local base) has no `python` command.
+RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
@@ -23,7 +37,10 @@ WORKDIR /src
 # installed, so this layer is rebuilt when the dependencies change, not on every code edit.
 COPY pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+    --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-cert \
+    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+    && if [ -f /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
@@ -32,7 +49,10 @@ COPY README.md ./
 COPY chap_scheduler_dagster ./chap_scheduler_dagster
 COPY dhis2_sandbox ./dhis2_sandbox
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install --no-deps . \
+    --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-cert \
+    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+    && if [ -f /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi \
+    && pip install --no-deps . \
     && pip check
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Deployment files: dagster.yaml (host and Docker), workspace files, Dockerfile, docker compose.
 
-There is no Docker engine on CI, so the Docker side is checked by parsing and validating:
+These tests need no Docker engine (test_docker_lane.py runs the deployment for real), so the
+Docker side is checked here by parsing and validating:
 the compose file against the Compose Specification's JSON schema (the copy that the maintained
 ``check-jsonschema`` package vendors), the instance files by loading real ``DagsterInstance``s
 against the local PostgreSQL, the workspace files with Dagster's own loader, and every command
@@ -282,10 +283,11 @@ def test_compose_service_graph(compose: dict[str, Any]) -> None:
     assert [name for name in services if "build" in services[name]] == ["user-code"]
     assert services["user-code"]["build"]["context"] == "."
 
-    # One network, with a fixed name because run containers join it by name.
-    assert set(compose["networks"]) == {"dagster"}
+    # One network, the project's default, with a fixed name because run containers join it by
+    # name. Services do not list `networks:`, so an override can put them on host networking.
+    assert set(compose["networks"]) == {"default"}
     for name, service in services.items():
-        assert service["networks"] == ["dagster"], name
+        assert "networks" not in service and "network_mode" not in service, name
 
     # The Docker socket: daemon (launches runs) and webserver (terminates them) only.
     for name, service in services.items():
@@ -391,7 +393,7 @@ def test_run_containers_get_every_name_the_launcher_passes(compose: dict[str, An
     assert launcher["image"] == {"env": "DAGSTER_CURRENT_IMAGE"}
     assert launcher["network"] == {"env": "DAGSTER_DOCKER_NETWORK"}
     network_default = _service_env(compose["services"]["daemon"])["DAGSTER_DOCKER_NETWORK"]
-    assert compose["networks"]["dagster"]["name"] == network_default
+    assert compose["networks"]["default"]["name"] == network_default
     user_code_env = _service_env(compose["services"]["user-code"])
     assert user_code_env["DAGSTER_CURRENT_IMAGE"] == compose["services"]["user-code"]["image"]
     # The run containers mount the same named storage volume as the services.
@@ -663,7 +665,11 @@ def test_dockerfile_bakes_in_no_secrets() -> None:
                 assert not name.startswith(("DHIS2_", "DAGSTER_PG_")), f"{keyword} {name}"
     text = DOCKERFILE.read_text()
     assert ".env" not in re.sub(r"#.*", "", text)
-    assert not re.search(r"--mount=type=secret", text)
+    # Build secrets: only the optional pip configuration and CA bundle, mounted for pip alone.
+    assert set(re.findall(r"--mount=type=secret,id=([\w.-]+)", text)) == {"pip.conf", "pip-cert"}
+    for run in (args for kw, args in _dockerfile_instructions() if kw == "RUN"):
+        if "type=secret" in run:
+            assert "pip install" in run and "/run/secrets/" in run, run
 
 
 def _commands_in_use(compose: Mapping[str, Any]) -> list[list[str]]:
