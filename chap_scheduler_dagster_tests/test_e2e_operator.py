@@ -180,7 +180,15 @@ def test_cli_runs_are_first_class_in_the_ui(stack, sandbox):
     assert records["1"]["status"] == "succeeded" and records["1"]["last_success_run"] == ids["1"]
     assert records["3"]["status"] == "failed" and records["3"]["step"] == "submit_prediction"
 
-    # Re-execute all steps of a command-line run from the UI.
+    # Re-execute all steps of a command-line run from the UI, after one value changed in DHIS2 (with
+    # unchanged inputs the run would end `skipped`: issue #12's no-needless-predictions rule).
+    from dhis2_sandbox import periods as P
+    from dhis2_sandbox.world import DE_CASES
+
+    world = sandbox.world
+    unit = next(u for u in world.ou_ids if u != world.no_geometry_ou)
+    [old] = world.native_values(world.data_elements[DE_CASES], world.last_month - 6, [world.ou_index[unit]])
+    world.set_value(DE_CASES, P.format_id("month", world.last_month - 6), unit, old + 1)
     before = posts(sandbox)
     child = reexecute(stack, ids["1"], "ALL_STEPS")
     assert child["status"] == "SUCCESS", stack.log_tail()
@@ -194,7 +202,7 @@ def test_reexecution_from_await_waits_on_the_same_chap_job(stack, sandbox):
     # The chap job outlives the run's timeout: the run fails at await_prediction.
     sandbox.faults.update({"chap_job": "hang"})
     try:
-        answer = cli(stack, "1")
+        answer = cli(stack, "1", "--force")  # model 1 predicted earlier in this module: same inputs
     finally:
         sandbox.faults.update({"chap_job": "ok"})
     assert answer.returncode == 1
@@ -254,7 +262,8 @@ mutation Terminate($runId: String!) {
 def test_terminated_run_is_canceled_and_says_the_chap_job_may_still_run(stack, sandbox):
     sandbox.faults.update({"chap_job": "hang"})
     try:
-        launched = stack.launch("1", {"ops": {"probe_covariates": {"config": {}}}})
+        launched = stack.launch("1", {"ops": {"probe_covariates": {"config": {}},
+                                              "submit_prediction": {"config": {"force": True}}}})
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
         deadline = time.monotonic() + 90

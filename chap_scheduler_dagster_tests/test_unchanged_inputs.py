@@ -148,3 +148,23 @@ def test_a_failed_run_after_a_success_does_not_hide_the_current_prediction(insta
     sandbox.faults.route_down = False
     _, meta3 = run(instance, sandbox)
     assert meta3["status"] == "skipped" and meta3["current_prediction_run_id"] == first.run_id
+
+
+def test_a_dry_run_publish_is_a_rehearsal_the_next_run_predicts_and_publishes(instance, sandbox):
+    """A success whose publishing was only a dry run never put its forecast into DHIS2, so it does not
+    count as the forecast to keep: the next run with the same inputs predicts and publishes."""
+    result = dhis2_chap_prediction.execute_in_process(
+        partition_key="1", instance=instance, raise_on_error=False,
+        resources={"dhis2": Dhis2Resource(base_url=sandbox.base_url, username="admin", password="district")},
+        run_config={"ops": {"probe_covariates": {"config": WINDOW}, "publish_forecasts": {"config": {"mode": "dry-run"}}}},
+    )
+    assert result.success
+    rehearsal = {k: v.value for k, v in instance.fetch_materializations(report_asset_key, limit=1)
+                 .records[0].asset_materialization.metadata.items()}
+    assert rehearsal["status"] == "succeeded" and rehearsal["publish_outcome"] == "dry run"
+    second, meta = run(instance, sandbox)
+    assert second.success and meta["status"] == "succeeded" and meta["publish_outcome"] == "published"
+    assert meta["fingerprint"] == rehearsal["fingerprint"] and chap_posts(sandbox) == 2
+    third, skipped = run(instance, sandbox)  # now the published one is current
+    assert third.success and skipped["status"] == "skipped" and chap_posts(sandbox) == 2
+    assert skipped["current_prediction_id"] == str(meta["prediction_id"])

@@ -1,7 +1,7 @@
 """No needless predictions: the pre-POST check of ``submit_prediction``, read from the instance.
 
 The model's last successful prediction is the latest report of its partition with status
-``succeeded``; a report skipped as unchanged points at the same prediction (it carries its
+``succeeded`` whose publishing was not only a dry run (a rehearsal's forecast never reached DHIS2); a report skipped as unchanged points at the same prediction (it carries its
 fingerprint, prediction id and run id), so the search usually stops at the first record.
 The decision itself is pure (``core.fingerprint``).
 """
@@ -42,6 +42,8 @@ def last_successful_prediction(
             m = record.asset_materialization
             meta = dict(m.metadata) if m else {}
             status = _text(meta, "status")
+            if status == "succeeded" and _text(meta, "publish_outcome") == "dry run":
+                continue  # a rehearsal: its forecast never reached DHIS2, so it is not the one to keep
             if status == "succeeded":
                 fingerprint = _text(meta, "fingerprint")
                 if not fingerprint:
