@@ -23,6 +23,7 @@ from .chap_models import (
     PredictionSetup,
     PredictionSummary,
 )
+from .dhis2_http import dhis2_http_client
 from .errors import (
     ChapHttpError,
     ChapJobFailed,
@@ -64,19 +65,9 @@ class ChapClient:
     ) -> None:
         self.dhis2_base_url = dhis2_base_url.rstrip("/")
         self.username = username
-        headers = {"Accept": "application/json"}
-        auth: tuple[str, str] | None = None
-        if token:
-            headers["Authorization"] = token if token.startswith(("ApiToken ", "Bearer ")) else f"ApiToken {token}"
-        elif username:
-            auth = (username, password)
-        self._http = httpx.Client(
-            base_url=self.dhis2_base_url + ROUTE_PREFIX,
-            auth=auth,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 15.0)),
-            follow_redirects=False,
-            transport=transport,
+        self._http = dhis2_http_client(
+            self.dhis2_base_url + ROUTE_PREFIX, username=username, password=password, token=token,
+            timeout_seconds=timeout_seconds, transport=transport,
         )
         self._get_attempts = get_attempts
         self._sleep = sleep

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import httpx
 import orjson
 
+from .dhis2_http import dhis2_http_client
 from .errors import Dhis2AuthFailed, Dhis2RequestFailed, Dhis2Unreachable, redact_url
 
 DATA_VALUE_SETS = "/api/dataValueSets"
@@ -152,19 +153,9 @@ class Dhis2Writer:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.username = username
-        headers = {"Accept": "application/json"}
-        auth: tuple[str, str] | None = None
-        if token:
-            headers["Authorization"] = token if token.startswith(("ApiToken ", "Bearer ")) else f"ApiToken {token}"
-        elif username:
-            auth = (username, password)
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            auth=auth,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_seconds, connect=min(timeout_seconds, 15.0)),
-            follow_redirects=False,
-            transport=transport,
+        self._http = dhis2_http_client(
+            self.base_url, username=username, password=password, token=token,
+            timeout_seconds=timeout_seconds, transport=transport,
         )
 
     def close(self) -> None:
