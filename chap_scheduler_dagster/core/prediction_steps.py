@@ -25,6 +25,7 @@ from .prediction_body import iter_body, remove_body
 from .reconcile import prediction_name, reconcile_submission
 from .run_cause import JOB_TAG, POST_TAG
 from .report import RunReport
+from .run_warnings import named
 from .wait_progress import WaitProgress
 from .run_window import InputWindow, WindowRequest, probe_latest_common_period, resolve_window, setup_period_type
 
@@ -181,6 +182,7 @@ def fetch_data(
     r = run.report
     r.row_estimate, r.analytics_rows, r.observations = result.row_estimate, result.analytics_rows, result.observations
     r.dropped, r.org_units_without_geometry = result.dropped, result.org_units_without_geometry
+    r.org_unit_names = result.org_unit_names
     r.analytics_requests, r.longest_url, r.body_bytes = result.analytics_requests, result.longest_url, result.body_bytes
     run.body_path, run.body_bytes = result.body_path, result.body_bytes
     run.fingerprint = r.fingerprint = prediction_fingerprint(
@@ -192,6 +194,8 @@ def fetch_data(
         f"{result.observations:,} observations, {result.features} org-unit features, "
         f"{result.body_bytes / 1e6:.1f} MB body; dropped {result.dropped or 'nothing'}"
     )
+    if result.org_units_without_geometry:
+        log(f"org units without geometry (not sent to chap): {named(result.org_units_without_geometry, r.org_unit_names)}")
     if result.observations == 0:
         remove_body(result.body_path)
         run.body_path = None
@@ -301,7 +305,9 @@ def await_prediction(
         run.report.org_units_dropped_by_chap = sorted(sent - set(info.org_units))
     log(
         f"prediction {info.id}: {summary.values:,} values for {len(periods)} periods"
-        + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units" if run.report.org_units_dropped_by_chap else "")
+        + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units: "
+           f"{named(run.report.org_units_dropped_by_chap, run.report.org_unit_names)}"
+           if run.report.org_units_dropped_by_chap else "")
     )
 
 

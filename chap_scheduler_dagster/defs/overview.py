@@ -23,6 +23,7 @@ from ..core.cancellation import mark_canceled
 from ..core.errors import redact_url
 from ..core.overview import TABLE_COLUMNS, OverviewRow, render_overview, table_rows
 from ..core.report import RunReport
+from ..core.run_warnings import SUCCEEDED_WITH_WARNINGS, is_success
 from ..settings import get_settings
 from .assets import report_asset_key
 from .reporting import report_materialization
@@ -104,6 +105,7 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
                 deleted=key not in known,
                 alerts=_int(meta, "chap_alerts"),
                 alerts_pending=_int(meta, "chap_alerts_pending"),
+                warnings=_value(meta, "warnings_text").replace("\n", "; "),
                 **_last_success(records),
             )
         )
@@ -117,7 +119,7 @@ LAST_SUCCESS_LOOKBACK = 50
 def _last_success(records) -> dict:
     for record in records:
         meta = dict(record.asset_materialization.metadata) if record.asset_materialization else {}
-        if _value(meta, "status") == "succeeded":
+        if is_success(_value(meta, "status")):
             return {
                 "last_success_when": datetime.fromtimestamp(record.timestamp, UTC),
                 "last_success_prediction_id": _value(meta, "prediction_id"),
@@ -156,7 +158,8 @@ def overview_materialization(
             "models": overview_table(rows),
             "configured_models": len(live),
             "failed": sum(1 for r in live if r.status == "failed"),
-            "succeeded": sum(1 for r in live if r.status == "succeeded"),
+            "succeeded": sum(1 for r in live if is_success(r.status)),  # with warnings included
+            "succeeded_with_warnings": sum(1 for r in live if r.status == SUCCEEDED_WITH_WARNINGS),
             "chap_alerts_pending": sum(r.alerts_pending for r in live),
             "canceled": sum(1 for r in live if r.status == "canceled"),
         },
