@@ -18,7 +18,7 @@ from .chap_client import ChapClient
 from .chap_models import ChapApi, PredictionSetup
 from .dhis2_fetch import fetch_prediction_body
 from .dhis2_reader import Dhis2Reader
-from .errors import ChapError, ChapPredictionNotCreated, ChapSubmitUncertain, Dhis2Error, SchedulerError
+from .errors import ChapError, ChapPredictionNotCreated, ChapRejected, ChapSubmitUncertain, Dhis2Error, SchedulerError
 from .fingerprint import prediction_fingerprint
 from .periods import calendar_order, dhis2_id
 from .prediction_body import iter_body, remove_body
@@ -255,8 +255,10 @@ def submit(
     except ChapSubmitUncertain:
         record({POST_TAG: "uncertain"})
         raise
-    except SchedulerError:
+    except SchedulerError as exc:
         record({POST_TAG: "refused"})
+        if isinstance(exc, ChapRejected) and run.window is not None:
+            _explain_rejection(run, exc)
         raise
     finally:
         remove_body(run.body_path)
@@ -265,6 +267,22 @@ def submit(
     record({POST_TAG: "answered", JOB_TAG: job_id})
     log(f"chap accepted the prediction request: job {job_id}")
     return job_id
+
+
+def _explain_rejection(run: PredictionRun, exc: ChapRejected) -> None:
+    """Replace the generic hint of chap's 400 by a window that avoids the gaps (core/rejection_fix.py)."""
+    from datetime import UTC, datetime
+
+    from .rejection_fix import window_fix
+
+    window = run.window
+    assert window is not None
+    try:
+        fix = window_fix(exc.rejection, window.start, window.end, today=datetime.now(UTC).date(),
+                         names=run.report.org_unit_names)
+    except Exception:  # noqa: BLE001 - the generic hint stays rather than hiding chap's answer
+        return
+    exc.hint = fix.text
 
 
 def await_prediction(
