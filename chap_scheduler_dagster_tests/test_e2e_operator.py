@@ -133,7 +133,9 @@ def posts(sandbox) -> int:
 
 
 def test_cli_runs_are_first_class_in_the_ui(stack, sandbox):
-    answer = cli(stack, "1", "3")
+    # --force: each test needs a prediction of its own (unchanged sandbox inputs would be skipped),
+    # and a re-execution keeps the parent's config.
+    answer = cli(stack, "--force", "1", "3")
     # The one-line outcome per model and the exit status are unchanged.
     assert answer.returncode == 1, answer.stderr[-3000:]
     assert "configured model 1: SUCCEEDED WITH WARNINGS\n" in answer.stdout
@@ -202,7 +204,7 @@ def test_reexecution_from_await_waits_on_the_same_chap_job(stack, sandbox):
     # The chap job outlives the run's timeout: the run fails at await_prediction.
     sandbox.faults.update({"chap_job": "hang"})
     try:
-        answer = cli(stack, "1")
+        answer = cli(stack, "--force", "1")
     finally:
         sandbox.faults.update({"chap_job": "ok"})
     assert answer.returncode == 1
@@ -262,7 +264,8 @@ mutation Terminate($runId: String!) {
 def test_terminated_run_is_canceled_and_says_the_chap_job_may_still_run(stack, sandbox):
     sandbox.faults.update({"chap_job": "hang"})
     try:
-        launched = stack.launch("1", {"ops": {"probe_covariates": {"config": {}}}})
+        launched = stack.launch("1", {"ops": {"probe_covariates": {"config": {}},
+                                              "submit_prediction": {"config": {"force": True}}}})
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
         deadline = time.monotonic() + 90

@@ -95,3 +95,48 @@ def test_the_advice_followed_gets_past_the_rejection_in_the_sandbox(instance):
         assert meta2["status"] in ("succeeded", "succeeded with warnings") and meta2["prediction_id"] != ""
         end = config["ops"]["probe_covariates"]["config"]["end_date"]
         assert meta2["window"].endswith(".." + end[:4] + end[5:7])  # monthly: the period covering end_date
+
+
+def _run_model(instance, sb, key: str, config: dict):
+    instance.add_dynamic_partitions(configured_models_partitions.name, [key])
+    result = dhis2_chap_prediction.execute_in_process(
+        partition_key=key, instance=instance,
+        resources={"dhis2": Dhis2Resource(base_url=sb.base_url, username="admin", password="district")},
+        run_config=config, raise_on_error=False,
+    )
+    [record] = instance.fetch_materializations(report_asset_key, limit=1).records
+    assert record.run_id == result.run_id
+    return result, {k: v.value for k, v in record.asset_materialization.metadata.items()}
+
+
+def test_too_little_history_names_the_start_that_works_and_following_it_succeeds(instance):
+    with Sandbox(SandboxConfig(port=0, job_seconds=0.1)) as sb:
+        monthly = sb.chap.setups[1]
+        last = parse_period(monthly["startPeriod"]).shift(59)  # the sandbox's last complete month
+        # A configured model with 20 months of history: chap accepts the POST, then its job fails.
+        sb.chap.add_setup(monthly | {"id": 9, "name": "Short history", "startPeriod": last.shift(-19).id})
+        config = {"ops": {"probe_covariates": {"config": {}}}}
+        failed, meta = _run_model(instance, sb, "9", config)
+        assert not failed.success and meta["failed_step"] == "await_prediction"
+        assert "Training data must cover at least two whole years" in meta["error"]
+        [start] = re.findall(r"Move the configured model's start period in chap to (\w+) or earlier", meta["hint"])
+        assert "**What to do:** The window" in meta["report"]
+
+        sb.chap.add_setup(sb.chap.setups[9] | {"startPeriod": start})  # the advice, followed
+        passed, meta2 = _run_model(instance, sb, "9", config)
+        assert passed.success, meta2["report"]
+        assert meta2["status"] in ("succeeded", "succeeded with warnings") and meta2["input_periods"] == 25
+
+
+def test_known_job_failures_map_to_their_fix():
+    from chap_scheduler_dagster.core.job_failures import job_failure_hint
+
+    start, end = parse_period("2025W10"), parse_period("2026W40")
+    hint = job_failure_hint("chap job j ended FAILURE: Training data must cover at least two whole years",
+                            start=start, end=end, end_mode="fixed")
+    assert hint is not None and "has 83 periods" in hint and "to 2024W40 or earlier" in hint
+    assert "end_mode: calculated" in hint  # a fixed end may leave newer data out
+    assert "end_mode" not in (job_failure_hint("Training data must cover at least two whole years",
+                                               start=start, end=end, end_mode="calculated") or "")
+    assert "geometry" in (job_failure_hint("No data in dataset DataSet({})", start=None, end=None, end_mode=None) or "")
+    assert job_failure_hint("model crashed", start=start, end=end, end_mode=None) is None

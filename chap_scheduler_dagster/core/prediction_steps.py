@@ -306,7 +306,15 @@ def await_prediction(
         on_poll=progress.on_poll,
     )
     if status != "SUCCESS":
-        raise chap.job_failure_text(run.job_id, status)
+        failure = chap.job_failure_text(run.job_id, status)
+        from .job_failures import job_failure_hint  # chap's known job failures -> a computed fix
+
+        window = run.window
+        hint = job_failure_hint(str(failure), start=window.start if window else None,
+                                end=window.end if window else None, end_mode=run.report.end_mode)
+        if hint:
+            failure.hint = hint
+        raise failure
     info = chap.prediction_result(run.job_id)
     run.report.prediction_id = info.id
     summary = chap.summarize_prediction(info.id, report_quantiles(setup, settings))
