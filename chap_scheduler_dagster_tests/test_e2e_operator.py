@@ -283,7 +283,8 @@ def test_terminated_run_is_canceled_and_says_the_chap_job_may_still_run(stack, s
     text, meta = stack.report("1")
     assert meta["runId"] == run_id and meta["status"] == "canceled" and meta["failed_step"] == "await_prediction"
     assert "- **Status:** CANCELED during `await_prediction`" in text
-    assert f"chap job {job_id} had been accepted and may still be running" in text
+    # The cause as the run's events tell it (core/run_cause.py), with the job that may still run.
+    assert f"chap accepted it as job {job_id}" in text and "which may still be running in chap" in text
     assert f"/api/routes/chap/run/v1/jobs/{job_id}" in text and "re-execute this run from await_prediction" in text
 
     # Following the advice keeps the prediction chap went on computing: no second POST.
