@@ -442,7 +442,7 @@ def test_overview_after_success_and_failure(instance, sandbox):
     text = overview_text(instance)
     # The sandbox forecasts months already over (its data lags): the overview says so, and why.
     assert "| 7 — Test district model | succeeded with warnings |" in text
-    assert "## Warnings (latest run)" in text and "predicted periods are already over" in text
+    assert "## Warnings (latest run)" in text and "2 predicted periods already over" in text
     assert f"| {prediction_id} | [{ok.run_id[:8]}](/runs/{ok.run_id}) |" in text
     assert "| 8 | never run |" in text
 

@@ -69,14 +69,14 @@ def test_the_status_agrees_in_overview_table_last_success_and_notifications():
     meta = r.metadata()
     at = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)
     row = OverviewRow("1", "Malaria monthly", str(meta["status"]), at, prediction_id="42", run_id="run-1",
-                      warnings=str(meta["warnings_text"]))
+                      warnings=str(meta["warnings_summary"]))
     [record] = table_rows([row])
     assert record["status"] == "succeeded with warnings"
     assert record["last_success_utc"] == "2026-11-30 06:00" and record["last_prediction_id"] == "42"
-    assert "no geometry" in record["warnings"]
+    assert record["warnings"] == "1 org unit without geometry" and "no geometry" in meta["warnings_text"]
     text = render_overview([row], generated_at=at)
     assert "| 1 — Malaria monthly | succeeded with warnings |" in text and "1 succeeded with warnings" in text
-    assert "## Warnings (latest run)" in text and "no geometry" in text
+    assert "## Warnings (latest run)" in text and "1 org unit without geometry" in text
     # Notifications: a success (no failure message; a recovery after a failure).
     assert is_success(meta["status"]) and not is_success("failed")
     state, where = NotifyState(), Where(dhis2_url="https://dhis2.example.org")

@@ -33,7 +33,7 @@ class OverviewRow:
     last_success_when: datetime | None = None
     last_success_prediction_id: str = ""
     last_success_run_id: str = ""
-    warnings: str = ""  # of the last attempt, when it succeeded with warnings ("; "-joined)
+    warnings: str = ""  # of the last attempt, when it succeeded with warnings, in a few words
 
 
 def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
@@ -96,7 +96,7 @@ def render_overview(
         lines += ["", "## Warnings (latest run)", ""]
         for row in warned:
             name = f" ({_cell(row.name)})" if row.name else ""
-            lines.append(f"- **{row.setup_id}**{name}: {_cell(row.warnings, 600)}")
+            lines.append(f"- **{row.setup_id}**{name}: {_cell(row.warnings, 300)} (the run report lists them)")
     failures = [r for r in rows if r.status in ("failed", "canceled", "skipped") and r.error and not r.deleted]
     if failures:
         lines += ["", "## Why", ""]
@@ -148,7 +148,7 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("last_prediction_id", "string", "chap prediction id of the last success"),
     ("last_success_run", "string", "Dagster run id of the last success"),
     ("in_chap", "bool", "false once the configured model was deleted in chap (history kept)"),
-    ("warnings", "string", "why the last attempt succeeded only with warnings (org units left out, past periods, ...)"),
+    ("warnings", "string", "why the last attempt succeeded only with warnings, in a few words (the report has the detail)"),
 ]
 
 
@@ -178,7 +178,7 @@ def table_rows(rows: Iterable[OverviewRow]) -> list[dict[str, str | bool]]:
                 "last_prediction_id": success_prediction,
                 "last_success_run": success_run,
                 "in_chap": not row.deleted,
-                "warnings": " ".join(row.warnings.split())[:600],
+                "warnings": " ".join(row.warnings.split())[:300],
             }
         )
     return records

@@ -92,6 +92,7 @@ class RunReport:
     reexecution_of: str | None = None
     # Why a successful run is "succeeded with warnings" (core/run_warnings.py); [] for a plain success.
     warnings: list[str] = field(default_factory=list)
+    warnings_summary: str = ""  # the same in a few words (overview table)
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -111,9 +112,11 @@ class RunReport:
         self.finish()
 
     def succeed(self, today: date | None = None) -> None:
-        from .run_warnings import SUCCEEDED, SUCCEEDED_WITH_WARNINGS, run_warnings
+        from .run_warnings import SUCCEEDED, SUCCEEDED_WITH_WARNINGS, run_warnings, warning_summary
 
-        self.warnings = run_warnings(self, today or datetime.now(UTC).date())
+        today = today or datetime.now(UTC).date()
+        self.warnings = run_warnings(self, today)
+        self.warnings_summary = warning_summary(self, today) if self.warnings else ""
         self.status = SUCCEEDED_WITH_WARNINGS if self.warnings else SUCCEEDED
         self.finish()
 
@@ -152,6 +155,7 @@ class RunReport:
             "current_prediction_run_id": self.current_prediction_run_id,
             "warnings": len(self.warnings),
             "warnings_text": "\n".join(self.warnings),  # one a line (the CLI prints them so)
+            "warnings_summary": self.warnings_summary,
         }
         if self.chap_alerts is not None:
             values.update(self.chap_alerts.metadata())

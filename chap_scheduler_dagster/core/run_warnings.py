@@ -72,6 +72,23 @@ def run_warnings(report: RunReport, today: date) -> list[str]:
     return out
 
 
+def warning_summary(report: RunReport, today: date) -> str:
+    """The same facts in a few words, for one table cell ("1 org unit without geometry, 2 dropped by chap")."""
+    parts: list[str] = []
+    if n := len(report.org_units_without_geometry):
+        parts.append(f"{n} org unit{'s' if n > 1 else ''} without geometry")
+    if n := len(report.org_units_dropped_by_chap):
+        parts.append(f"{n} org unit{'s' if n > 1 else ''} dropped by chap")
+    if past := _past_periods(report.predicted_periods, report.period_type, today):
+        parts.append(f"{len(past)} predicted period{'s' if len(past) > 1 else ''} already over")
+    if report.n_periods is not None and report.predicted_periods and len(report.predicted_periods) < report.n_periods:
+        parts.append(f"{len(report.predicted_periods)} of {report.n_periods} periods")
+    publish = report.publish
+    if publish is not None and (n := len(publish.warnings) + sum(1 for f in publish.findings if f.level == "warning")):
+        parts.append(f"{n} publishing warning{'s' if n > 1 else ''}")
+    return ", ".join(parts)
+
+
 def _past_periods(periods: list[str], period_type: str | None, today: date) -> list[str]:
     if not periods or not period_type:
         return []

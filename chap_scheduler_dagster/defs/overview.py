@@ -105,7 +105,7 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
                 deleted=key not in known,
                 alerts=_int(meta, "chap_alerts"),
                 alerts_pending=_int(meta, "chap_alerts_pending"),
-                warnings=_value(meta, "warnings_text").replace("\n", "; "),
+                warnings=_value(meta, "warnings_summary") or _value(meta, "warnings_text").replace("\n", "; "),
                 **_last_success(records),
             )
         )
