@@ -89,3 +89,16 @@ def test_the_status_agrees_in_overview_table_last_success_and_notifications():
 def test_a_missing_period_type_never_breaks_success():
     r = report(period_type=None)
     assert run_warnings(r, TODAY) == []
+
+
+def test_a_refresh_after_a_run_keeps_the_names_discovery_gave():
+    import dagster as dg
+
+    from chap_scheduler_dagster.defs.overview import overview_materialization
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.report_runless_asset_event(overview_materialization(instance, ["1", "2"], names={"1": "A", "2": "B"}))
+        again = overview_materialization(instance, ["1", "2"])  # as the run-status sensors call it
+        names = {r.data["model"]: r.data["name"] for r in again.metadata["models"].records}
+        assert names == {"1": "A", "2": "B"}
+        assert "| 2 — B | never run |" in again.metadata["overview"].value

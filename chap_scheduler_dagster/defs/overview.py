@@ -141,6 +141,7 @@ def overview_materialization(
     """
     settings = get_settings()
     rows = latest_report_rows(instance, known)
+    names = names or previous_names(instance)  # a run-status refresh keeps the names discovery gave
     if names:
         rows = [replace(r, name=names[r.setup_id]) if not r.name and r.setup_id in names else r for r in rows]
     upcoming = scheduled_next_runs(instance, [r.setup_id for r in rows if not r.deleted], location=code_location)
@@ -164,6 +165,17 @@ def overview_materialization(
             "canceled": sum(1 for r in live if r.status == "canceled"),
         },
     )
+
+
+def previous_names(instance: dg.DagsterInstance) -> dict[str, str]:
+    """chap id -> configured-model name from the latest overview's table (so never-run models keep their names)."""
+    try:
+        event = instance.get_latest_materialization_event(overview_asset_key)
+        table = event.asset_materialization.metadata.get("models") if event and event.asset_materialization else None
+        records = getattr(table, "records", None) or []
+        return {str(r.data.get("model")): str(r.data.get("name")) for r in records if r.data.get("name")}
+    except Exception:  # noqa: BLE001 - names are a courtesy; the overview must still be written
+        return {}
 
 
 def overview_table(rows: Iterable[OverviewRow]) -> dg.TableMetadataValue:
