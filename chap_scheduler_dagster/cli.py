@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                 line += f" at {report.metadata['failed_step'].value}: {report.metadata['error'].value}"
             elif report and status == "skipped" and report.metadata.get("error"):
                 line += f": {report.metadata['error'].value}"
+            warned = str(report.metadata["warnings_text"].value) if report and report.metadata.get("warnings_text") else ""
+            for warning in filter(None, warned.splitlines()):  # succeeded with warnings: say which, one a line
+                line += f"\n  warning: {warning}"
             print(f"{line}\n  report: {where}")
             if report and args.report_dir:
                 args.report_dir.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ def sandbox(monkeypatch, tmp_path):
 
 def test_cli_skips_unchanged_and_force_predicts(sandbox, capsys):
     assert cli.main(ARGS) == 0
-    assert "configured model 1: SUCCEEDED" in capsys.readouterr().out
+    assert "configured model 1: SUCCEEDED WITH WARNINGS\n" in capsys.readouterr().out
     assert chap_posts(sandbox) == 1
 
     assert cli.main(ARGS) == 0, "a skip is not a failure"
@@ -33,5 +33,5 @@ def test_cli_skips_unchanged_and_force_predicts(sandbox, capsys):
     assert chap_posts(sandbox) == 1
 
     assert cli.main([*ARGS, "--force"]) == 0
-    assert "configured model 1: SUCCEEDED" in capsys.readouterr().out
+    assert "configured model 1: SUCCEEDED WITH WARNINGS\n" in capsys.readouterr().out
     assert chap_posts(sandbox) == 2

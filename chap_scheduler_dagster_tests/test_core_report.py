@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -42,7 +42,7 @@ def succeeded() -> RunReport:
     r.job_id, r.prediction_id, r.prediction_values = "5f0c-job", 17, 2_130
     r.predicted_periods = ["202501", "202502", "202503"]
     r.median_by_period = {"202501": 1234.5, "202502": 20_000.04, "202503": 0.0}
-    r.succeed()
+    r.succeed(today=date(2025, 1, 15))  # every predicted period still ahead: a plain success
     r.finished_at = T0 + timedelta(minutes=2, seconds=5.5)
     return r
 

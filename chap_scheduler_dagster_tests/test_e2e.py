@@ -76,7 +76,9 @@ def test_success_through_the_ui_path(stack):
     assert {"key": "chap_scheduler/dhis2", "value": "default"} in run["tags"]
     assert PASSWORD not in run["runConfigYaml"]
     text, meta = stack.report("1")
-    assert "- **Status:** SUCCEEDED" in text
+    # An org unit without geometry and two dropped by chap: the report, its metadata and the run's tag agree.
+    assert "- **Status:** SUCCEEDED WITH WARNINGS\n" in text and meta["status"] == "succeeded with warnings"
+    assert {"key": "chap_scheduler/outcome", "value": "succeeded with warnings"} in run["tags"]
     assert "**Prediction id:**" in text and "Predicted periods" in text
     assert "DHIS2_PASSWORD" not in text and PASSWORD not in text
 

@@ -133,10 +133,12 @@ def posts(sandbox) -> int:
 
 
 def test_cli_runs_are_first_class_in_the_ui(stack, sandbox):
-    answer = cli(stack, "1", "3")
+    # --force: each test needs a prediction of its own (unchanged sandbox inputs would be skipped),
+    # and a re-execution keeps the parent's config.
+    answer = cli(stack, "--force", "1", "3")
     # The one-line outcome per model and the exit status are unchanged.
     assert answer.returncode == 1, answer.stderr[-3000:]
-    assert "configured model 1: SUCCEEDED" in answer.stdout
+    assert "configured model 1: SUCCEEDED WITH WARNINGS\n" in answer.stdout
     assert "configured model 3: FAILED at submit_prediction" in answer.stdout
     ids = run_ids(answer.stdout)
     assert set(ids) == {"1", "3"}
@@ -163,6 +165,10 @@ def test_cli_runs_are_first_class_in_the_ui(stack, sandbox):
     results = statuses["partitionSetOrError"]["partitionStatusesOrError"]["results"]
     by_key = {r["partitionName"]: r for r in results}
     assert by_key["1"]["runStatus"] == "SUCCESS" and by_key["1"]["runId"] == ids["1"]
+    # Dagster's green has no "with warnings": the run's outcome tag (Runs tab, run page) says it.
+    detail1 = stack.graphql(RUN_DETAIL, {"runId": ids["1"]})["runOrError"]
+    assert tags_of(detail1)["chap_scheduler/outcome"] == "succeeded with warnings"
+    assert tags_of(detail)["chap_scheduler/outcome"] == "failed"
     assert by_key["3"]["runStatus"] == "FAILURE" and by_key["3"]["runId"] == ids["3"]
 
     # The overview asset, refreshed by the run-status sensors (which now see command-line runs), as the
@@ -177,7 +183,13 @@ def test_cli_runs_are_first_class_in_the_ui(stack, sandbox):
         return None
 
     records = _wait(overview_table, 120, "the overview table with both command-line runs", stack)
-    assert records["1"]["status"] == "succeeded" and records["1"]["last_success_run"] == ids["1"]
+    assert records["1"]["status"] == "succeeded with warnings" and records["1"]["last_success_run"] == ids["1"]
+    assert records["1"]["warnings"] == (
+        "1 org unit without geometry, 2 org units dropped by chap, 2 predicted periods already over")
+    # The CLI said the same, warning by warning, naming the org units.
+    no_geometry = sandbox.world.no_geometry_ou
+    assert (f"  warning: 1 of 12 org units have no geometry in DHIS2 and were not sent to chap (no forecast for "
+            f"them): {sandbox.world.ou_name(no_geometry)} ({no_geometry})") in answer.stdout
     assert records["3"]["status"] == "failed" and records["3"]["step"] == "submit_prediction"
 
     # Re-execute all steps of a command-line run from the UI, after one value changed in DHIS2 (with
@@ -228,7 +240,7 @@ def test_reexecution_from_await_waits_on_the_same_chap_job(stack, sandbox):
     assert posts(sandbox) == before
     text, meta = stack.report("1")
     assert meta["runId"] == child["runId"] and meta["run_id"] == child["runId"]
-    assert meta["job_id"] == job_id and meta["status"] == "succeeded"
+    assert meta["job_id"] == job_id and meta["status"] == "succeeded with warnings"
     assert f"- **Dagster run:** `{child['runId']}`" in text
     assert f"- **Re-execution of:** run {parent}, from step await_prediction" in text
     assert _started(text) > parent_started
@@ -294,7 +306,7 @@ def test_terminated_run_is_canceled_and_says_the_chap_job_may_still_run(stack, s
     assert child["status"] == "SUCCESS", stack.log_tail()
     assert posts(sandbox) == before
     text, meta = stack.report("1")
-    assert meta["runId"] == child["runId"] and meta["job_id"] == job_id and meta["status"] == "succeeded"
+    assert meta["runId"] == child["runId"] and meta["job_id"] == job_id and meta["status"] == "succeeded with warnings"
 
 
 OVERVIEW_TABLE = """

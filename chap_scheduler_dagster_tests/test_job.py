@@ -92,9 +92,17 @@ def test_monthly_happy_path(instance, sb):
     last_complete = covering(sb.world.today, PeriodType.MONTH).shift(-1)
     end = last_complete.shift(-2)  # mean_temperature lags two months: the probe takes the minimum
     assert f"**Window:** {setup['startPeriod']} .. {end.id}" in text
-    assert "- **Status:** SUCCEEDED" in text
+    # A forecast, but not for every org unit and partly for months already over: not a plain success.
+    assert "- **Status:** SUCCEEDED WITH WARNINGS" in text
     [prediction] = sb.chap.predictions.values()
-    assert meta["status"] == "succeeded" and meta["prediction_id"] == prediction["id"] and meta["failed_step"] == ""
+    assert meta["status"] == "succeeded with warnings" and meta["prediction_id"] == prediction["id"]
+    assert meta["failed_step"] == "" and meta["warnings"] == 3
+    dropped = sorted(set(setup["orgUnits"]) - set(prediction["orgUnits"]) - {sb.world.no_geometry_ou})
+    assert len(dropped) == 2
+    for ou in [sb.world.no_geometry_ou, *dropped]:  # named, with the id
+        assert f"{sb.world.ou_name(ou)} ({ou})" in meta["warnings_text"]
+    past = [end.shift(1).id, end.shift(2).id]  # the lag leaves two of the three forecast months in the past
+    assert f"2 of 3 predicted periods are already over on {sb.world.today.isoformat()} ({', '.join(past)})" in text
     [posted] = sb.chap_calls.posted_bodies
     body = orjson.loads(posted)
     assert set(body) == {"name", "nPeriods", "type", "geojson", "providedData"}
@@ -275,7 +283,8 @@ def test_partial_rejection_reports_dropped_org_units(instance, sb):
     [prediction] = sb.chap.predictions.values()
     dropped = sorted(sent - set(prediction["orgUnits"]))  # the victim, and any the sandbox's holes cost
     assert victim in dropped and len(dropped) <= 8
-    assert f"Org units chap silently dropped:** {len(dropped)} — {', '.join(dropped)}" in text
+    shown = ", ".join(f"{sb.world.ou_name(ou)} ({ou})" for ou in dropped)  # by name and id
+    assert f"Org units chap silently dropped:** {len(dropped)} — {shown}" in text
 
 
 def test_unknown_configured_model(instance, sb):

@@ -12,6 +12,7 @@ move the instance and the UI, e.g. for a second copy or a test.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -35,11 +36,13 @@ nux:
 """
 # What each sandbox configured model is built to show.
 EXPECTED = {
-    "1": ("succeeded", "monthly model: a full prediction"),
-    "2": ("succeeded", "weekly model: unpadded DHIS2 week ids, padded chap ids"),
+    # "with warnings": the sandbox has an org unit without geometry, chap drops two, and its lagging
+    # data leaves forecast periods in the past: every prediction says so (core/run_warnings.py).
+    "1": ("succeeded with warnings", "monthly model: a full prediction"),
+    "2": ("succeeded with warnings", "weekly model: unpadded DHIS2 week ids, padded chap ids"),
     "3": ("failed", "gappy rainfall: chap's 400 rejection, grouped by covariate in the report"),
-    "4": ("succeeded", "yearly model"),
-    "5": ("succeeded", "five covariates: the national benchmark's shape, at sandbox size"),
+    "4": ("succeeded with warnings", "yearly model"),
+    "5": ("succeeded with warnings", "five covariates: the national benchmark's shape, at sandbox size"),
 }
 # What publishing to DHIS2 does for each (the "DHIS2 import" section of its report).
 EXPECTED_PUBLISH = {
@@ -93,8 +96,8 @@ def _check(stdout: str) -> list[str]:
     mismatches = []
     for key, (expected, what) in EXPECTED.items():
         line = next((l for l in stdout.splitlines() if l.startswith(f"configured model {key}:")), "")
-        ok = f": {expected.upper()}" in line
-        print(f"  {'ok  ' if ok else 'FAIL'} model {key} {expected:9} — {what}")
+        ok = re.search(rf": {re.escape(expected.upper())}($|:| at )", line) is not None  # exact status
+        print(f"  {'ok  ' if ok else 'FAIL'} model {key} {expected:23} — {what}")
         if not ok:
             mismatches.append(key)
     return mismatches

@@ -13,7 +13,7 @@ overview sensors, then writes:
     <out>/report-succeeded-markdown.png  the same with its markdown report opened ("[Show Markdown]")
     <out>/report-rejected.png            report asset, partition view of model 3
     <out>/report-rejected-markdown.png   the same with its markdown report (chap's grouped 400)
-    <out>/overview.png                   chap_predictions_overview, latest event, markdown table inline
+    <out>/overview.png                   chap_predictions_overview, latest event, the models table inline
 
 Chromium is driven over the DevTools protocol on a pipe, so the script can pick a partition and
 click "[Show Markdown]" (Dagster shows markdown metadata of 1000 characters or more only behind
@@ -173,11 +173,11 @@ class Chromium:
                     raise RuntimeError(f"chromium {method}: {answer['error']}")
                 return answer.get("result", {})
 
-    def open(self, url: str, height: int) -> "Page":
+    def open(self, url: str, height: int, width: int | None = None) -> "Page":
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": self.width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
+                  {"width": width or self.width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
         self.send("Page.navigate", {"url": url}, session)
         return Page(self, target, session, url)
 
@@ -287,7 +287,7 @@ def take_screenshots(base_url: str, out: Path, scratch: Path) -> list[Path]:
 
         # (b, c) the report asset's partition view, then its markdown report opened.
         for key, name, needles in (
-            ("1", "report-succeeded", ("Run report: Sandboxia monthly", "Status:", "SUCCEEDED", "Predicted periods")),
+            ("1", "report-succeeded", ("Run report: Sandboxia monthly", "Status:", "SUCCEEDED WITH WARNINGS", "Warnings (3)", "Predicted periods")),
             ("3", "report-rejected", ("Run report: Sandboxia gappy rainfall", "FAILED", "submit_prediction",
                                       "Rejected cells (grouped by covariate)", "rainfall")),
         ):
@@ -303,9 +303,11 @@ def take_screenshots(base_url: str, out: Path, scratch: Path) -> list[Path]:
             shot(f"{name}-markdown.png", page)
             page.close()
 
-        # (d) the overview asset: its latest event, whose markdown (under 1000 characters) renders inline.
-        page = browser.open(f"{base_url}/assets/{OVERVIEW_ASSET}?view=events", height=1100)
-        page.wait_for_text("chap predictions overview", "never run", "Sandboxia monthly", "FAILED")
+        # (d) the overview asset: its latest event; the "models" table renders inline (the markdown, with its
+        # warnings section over 1000 characters, sits behind "[Show Markdown]").
+        # Wide, so the models table shows all its columns (warnings and last success included) without wrapping.
+        page = browser.open(f"{base_url}/assets/{OVERVIEW_ASSET}?view=events", height=1250, width=2400)
+        page.wait_for_text("last_success_utc", "never run", "Sandboxia monthly", "succeeded with warnings", "failed")
         shot("overview.png", page)
         page.close()
     finally:

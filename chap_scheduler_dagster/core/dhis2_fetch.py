@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .analytics_requests import AnalyticsBlock, plan_blocks, plan_id_filter_blocks
@@ -37,6 +37,7 @@ class FetchResult:
     org_unit_requests: int
     longest_url: int
     body_sha256: str = ""  # of the body bytes as written (for the inputs fingerprint)
+    org_unit_names: dict[str, str] = field(default_factory=dict)  # id -> DHIS2 displayName
 
 
 def check_row_budget(setup: PredictionSetup, window: InputWindow, budget: int) -> int:
@@ -122,6 +123,7 @@ def fetch_prediction_body(
         org_unit_requests=len(ou_blocks),
         longest_url=longest,
         body_sha256=body.body_sha256,
+        org_unit_names=dict(body.org_unit_names),
     )
 
 

@@ -118,7 +118,8 @@ class ChapRejected(ChapHttpError):
             status_code,
             detail,
             hint="DHIS2 lacks covariate values chap needs. Import the missing values into DHIS2, "
-            "or launch with end_mode 'fixed'/'offset' to end the window before the gap.",
+            "or launch with end_mode 'fixed'/'offset' to end the window before the gap while keeping two whole "
+            "years of history (the run's report computes that end when it knows the window).",
         )
         self.rejection = rejection
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .partition_keys import key_order
+from .run_warnings import is_success
 
 
 @dataclass(frozen=True)
 class OverviewRow:
     setup_id: str
     name: str = ""
-    status: str = ""  # succeeded / failed / skipped; "" when the model never ran
+    status: str = ""  # succeeded / succeeded with warnings / failed / canceled / skipped; "" when never run
     when: datetime | None = None
     failed_step: str = ""
     error: str = ""
@@ -32,6 +33,7 @@ class OverviewRow:
     last_success_when: datetime | None = None
     last_success_prediction_id: str = ""
     last_success_run_id: str = ""
+    warnings: str = ""  # of the last attempt, when it succeeded with warnings, in a few words
 
 
 def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
@@ -89,6 +91,12 @@ def render_overview(
         for row in alerted:
             name = f" ({_cell(row.name)})" if row.name else ""
             lines.append(f"- **{row.setup_id}**{name}: {row.alerts} alerts, {row.alerts_pending} pending review")
+    warned = [r for r in rows if r.warnings and is_success(r.status) and not r.deleted]
+    if warned:
+        lines += ["", "## Warnings (latest run)", ""]
+        for row in warned:
+            name = f" ({_cell(row.name)})" if row.name else ""
+            lines.append(f"- **{row.setup_id}**{name}: {_cell(row.warnings, 300)} (the run report lists them)")
     failures = [r for r in rows if r.status in ("failed", "canceled", "skipped") and r.error and not r.deleted]
     if failures:
         lines += ["", "## Why", ""]
@@ -100,7 +108,7 @@ def render_overview(
 
 def _last_success(row: OverviewRow) -> str:
     when, prediction, run = row.last_success_when, row.last_success_prediction_id, row.last_success_run_id
-    if when is None and row.status == "succeeded":  # the latest attempt is the last success
+    if when is None and is_success(row.status):  # the latest attempt is the last success
         when, prediction, run = row.when, row.prediction_id, row.run_id
     if when is None:
         return "never" if row.status else ""
@@ -131,7 +139,7 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     # (name, type, description)
     ("model", "string", "chap configured-model id (the partition key)"),
     ("name", "string", "configured-model name in chap"),
-    ("status", "string", "last attempt: succeeded, failed, canceled, skipped, or never run"),
+    ("status", "string", "last attempt: succeeded, succeeded with warnings, failed, canceled, skipped, or never run"),
     ("when_utc", "string", "when the last attempt's report was written"),
     ("step", "string", "the step that failed or was canceled"),
     ("error", "string", "why, in one line"),
@@ -140,6 +148,7 @@ TABLE_COLUMNS: list[tuple[str, str, str]] = [
     ("last_prediction_id", "string", "chap prediction id of the last success"),
     ("last_success_run", "string", "Dagster run id of the last success"),
     ("in_chap", "bool", "false once the configured model was deleted in chap (history kept)"),
+    ("warnings", "string", "why the last attempt succeeded only with warnings, in a few words (the report has the detail)"),
 ]
 
 
@@ -154,7 +163,7 @@ def table_rows(rows: Iterable[OverviewRow]) -> list[dict[str, str | bool]]:
         success_when, success_prediction, success_run = (
             row.last_success_when, row.last_success_prediction_id, row.last_success_run_id
         )
-        if success_when is None and row.status == "succeeded":
+        if success_when is None and is_success(row.status):
             success_when, success_prediction, success_run = row.when, row.prediction_id, row.run_id
         records.append(
             {
@@ -169,6 +178,7 @@ def table_rows(rows: Iterable[OverviewRow]) -> list[dict[str, str | bool]]:
                 "last_prediction_id": success_prediction,
                 "last_success_run": success_run,
                 "in_chap": not row.deleted,
+                "warnings": " ".join(row.warnings.split())[:300],
             }
         )
     return records

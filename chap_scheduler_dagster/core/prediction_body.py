@@ -63,6 +63,7 @@ class PredictionBodyWriter:
         self._covariate_of = setup.data_element_covariates()
         self._org_units = frozenset(setup.org_units)
         self._with_geometry: set[str] = set()
+        self.org_unit_names: dict[str, str] = {}  # id -> DHIS2 displayName, for reports that name org units
         self._features = 0
         self._observations = 0
         self._in_data = False
@@ -86,6 +87,8 @@ class PredictionBodyWriter:
         for unit in units:
             if unit.get("id") not in self._org_units:
                 continue
+            if unit.get("displayName") or unit.get("name"):
+                self.org_unit_names[unit["id"]] = str(unit.get("displayName") or unit.get("name"))
             feature = org_unit_feature(unit)
             if feature is not None:
                 features.append(feature)

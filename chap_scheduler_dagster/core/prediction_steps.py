@@ -18,13 +18,14 @@ from .chap_client import ChapClient
 from .chap_models import ChapApi, PredictionSetup
 from .dhis2_fetch import fetch_prediction_body
 from .dhis2_reader import Dhis2Reader
-from .errors import ChapError, ChapPredictionNotCreated, ChapSubmitUncertain, Dhis2Error, SchedulerError
+from .errors import ChapError, ChapPredictionNotCreated, ChapRejected, ChapSubmitUncertain, Dhis2Error, SchedulerError
 from .fingerprint import prediction_fingerprint
 from .periods import calendar_order, dhis2_id
 from .prediction_body import iter_body, remove_body
 from .reconcile import prediction_name, reconcile_submission
 from .run_cause import JOB_TAG, POST_TAG
 from .report import RunReport
+from .run_warnings import named
 from .wait_progress import WaitProgress
 from .run_window import InputWindow, WindowRequest, probe_latest_common_period, resolve_window, setup_period_type
 
@@ -181,6 +182,7 @@ def fetch_data(
     r = run.report
     r.row_estimate, r.analytics_rows, r.observations = result.row_estimate, result.analytics_rows, result.observations
     r.dropped, r.org_units_without_geometry = result.dropped, result.org_units_without_geometry
+    r.org_unit_names = result.org_unit_names
     r.analytics_requests, r.longest_url, r.body_bytes = result.analytics_requests, result.longest_url, result.body_bytes
     run.body_path, run.body_bytes = result.body_path, result.body_bytes
     run.fingerprint = r.fingerprint = prediction_fingerprint(
@@ -192,6 +194,8 @@ def fetch_data(
         f"{result.observations:,} observations, {result.features} org-unit features, "
         f"{result.body_bytes / 1e6:.1f} MB body; dropped {result.dropped or 'nothing'}"
     )
+    if result.org_units_without_geometry:
+        log(f"org units without geometry (not sent to chap): {named(result.org_units_without_geometry, r.org_unit_names)}")
     if result.observations == 0:
         remove_body(result.body_path)
         run.body_path = None
@@ -251,8 +255,10 @@ def submit(
     except ChapSubmitUncertain:
         record({POST_TAG: "uncertain"})
         raise
-    except SchedulerError:
+    except SchedulerError as exc:
         record({POST_TAG: "refused"})
+        if isinstance(exc, ChapRejected) and run.window is not None:
+            _explain_rejection(run, exc)
         raise
     finally:
         remove_body(run.body_path)
@@ -261,6 +267,22 @@ def submit(
     record({POST_TAG: "answered", JOB_TAG: job_id})
     log(f"chap accepted the prediction request: job {job_id}")
     return job_id
+
+
+def _explain_rejection(run: PredictionRun, exc: ChapRejected) -> None:
+    """Replace the generic hint of chap's 400 by a window that avoids the gaps (core/rejection_fix.py)."""
+    from datetime import UTC, datetime
+
+    from .rejection_fix import window_fix
+
+    window = run.window
+    assert window is not None
+    try:
+        fix = window_fix(exc.rejection, window.start, window.end, today=datetime.now(UTC).date(),
+                         names=run.report.org_unit_names)
+    except Exception:  # noqa: BLE001 - the generic hint stays rather than hiding chap's answer
+        return
+    exc.hint = fix.text
 
 
 def await_prediction(
@@ -284,7 +306,15 @@ def await_prediction(
         on_poll=progress.on_poll,
     )
     if status != "SUCCESS":
-        raise chap.job_failure_text(run.job_id, status)
+        failure = chap.job_failure_text(run.job_id, status)
+        from .job_failures import job_failure_hint  # chap's known job failures -> a computed fix
+
+        window = run.window
+        hint = job_failure_hint(str(failure), start=window.start if window else None,
+                                end=window.end if window else None, end_mode=run.report.end_mode)
+        if hint:
+            failure.hint = hint
+        raise failure
     info = chap.prediction_result(run.job_id)
     run.report.prediction_id = info.id
     summary = chap.summarize_prediction(info.id, report_quantiles(setup, settings))
@@ -301,7 +331,9 @@ def await_prediction(
         run.report.org_units_dropped_by_chap = sorted(sent - set(info.org_units))
     log(
         f"prediction {info.id}: {summary.values:,} values for {len(periods)} periods"
-        + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units" if run.report.org_units_dropped_by_chap else "")
+        + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units: "
+           f"{named(run.report.org_units_dropped_by_chap, run.report.org_unit_names)}"
+           if run.report.org_units_dropped_by_chap else "")
     )
 
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Literal
 
 from .chap_alerts import AlertsSummary, render_alerts_section
 from .errors import Rejection, SchedulerError
 from .periods import calendar_order, dhis2_id
+from .run_warnings import named
 
 if TYPE_CHECKING:
     from .publish_report import PublishReport
 
-Status = Literal["running", "succeeded", "failed", "canceled", "skipped"]
+Status = Literal["running", "succeeded", "succeeded with warnings", "failed", "canceled", "skipped"]
 
 
 @dataclass
@@ -63,6 +64,8 @@ class RunReport:
     observations: int | None = None
     dropped: dict[str, int] = field(default_factory=dict)
     org_units_without_geometry: list[str] = field(default_factory=list)
+    # org-unit id -> DHIS2 display name (from the org-unit fetch), so lists name what they mean
+    org_unit_names: dict[str, str] = field(default_factory=dict)
     analytics_requests: int | None = None
     longest_url: int | None = None
     body_bytes: int | None = None
@@ -87,6 +90,9 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     # Set when this run re-executes another from a later step ("run <id>, from step <step>").
     reexecution_of: str | None = None
+    # Why a successful run is "succeeded with warnings" (core/run_warnings.py); [] for a plain success.
+    warnings: list[str] = field(default_factory=list)
+    warnings_summary: str = ""  # the same in a few words (overview table)
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -105,8 +111,13 @@ class RunReport:
         self.error, self.hint = reason, hint
         self.finish()
 
-    def succeed(self) -> None:
-        self.status = "succeeded"
+    def succeed(self, today: date | None = None) -> None:
+        from .run_warnings import SUCCEEDED, SUCCEEDED_WITH_WARNINGS, run_warnings, warning_summary
+
+        today = today or datetime.now(UTC).date()
+        self.warnings = run_warnings(self, today)
+        self.warnings_summary = warning_summary(self, today) if self.warnings else ""
+        self.status = SUCCEEDED_WITH_WARNINGS if self.warnings else SUCCEEDED
         self.finish()
 
     def finish(self) -> None:
@@ -142,6 +153,9 @@ class RunReport:
             "fingerprint": self.fingerprint,
             "current_prediction_id": self.current_prediction_id,
             "current_prediction_run_id": self.current_prediction_run_id,
+            "warnings": len(self.warnings),
+            "warnings_text": "\n".join(self.warnings),  # one a line (the CLI prints them so)
+            "warnings_summary": self.warnings_summary,
         }
         if self.chap_alerts is not None:
             values.update(self.chap_alerts.metadata())
@@ -162,12 +176,15 @@ def render_markdown(r: RunReport) -> str:
     ]
     if r.status in ("failed", "canceled", "skipped") and (r.error or r.rejection):
         if r.rejection is not None:
-            lines += _rejection_lines(r.rejection)
+            lines += _rejection_lines(r.rejection, r.org_unit_names)
         else:
             label = {"skipped": "Why skipped", "canceled": "Why canceled"}.get(r.status, "Error")
             lines.append(f"- **{label}:** {_inline(r.error or '')}")
         if r.hint:
             lines.append(f"- **What to do:** {r.hint}")
+    if r.warnings:  # all of them in one place, right under the status
+        lines.append(f"- **Warnings ({len(r.warnings)}):**")
+        lines += [f"  - {w}" for w in r.warnings]
     lines += [
         f"- **Started:** {r.started_at.isoformat(timespec='seconds')}",
         f"- **Duration:** {_duration(r.duration_seconds)}",
@@ -217,7 +234,7 @@ def render_markdown(r: RunReport) -> str:
         for reason, count in sorted(r.dropped.items()):
             lines.append(f"- **Rows dropped — {reason}:** {count:,}")
         if r.org_units_without_geometry:
-            lines.append(f"- **Org units without geometry:** {_list(r.org_units_without_geometry, 8)}")
+            lines.append(f"- **Org units without geometry:** {named(r.org_units_without_geometry, r.org_unit_names)}")
         if r.analytics_requests is not None:
             longest = f" (longest URL {r.longest_url:,} bytes)" if r.longest_url is not None else ""
             lines.append(f"- **Analytics requests:** {r.analytics_requests}{longest}")
@@ -240,7 +257,7 @@ def render_markdown(r: RunReport) -> str:
         if r.org_units_dropped_by_chap:
             lines.append(
                 f"- **Org units chap silently dropped:** {len(r.org_units_dropped_by_chap)} — "
-                f"{_list(r.org_units_dropped_by_chap, 8)} (chap found missing covariate values for them)"
+                f"{named(r.org_units_dropped_by_chap, r.org_unit_names)} (chap found missing covariate values for them)"
             )
         if r.median_by_period:
             lines += ["", "| period | median forecast, summed over org units |", "|---|---:|"]
@@ -261,7 +278,7 @@ def _status_line(r: RunReport) -> str:
     return r.status.upper()
 
 
-def _rejection_lines(rejection: Rejection) -> list[str]:
+def _rejection_lines(rejection: Rejection, names: dict[str, str] | None = None) -> list[str]:
     lines = [
         f"- **Error:** chap rejected the prediction: {rejection.message} (imported {rejection.imported_count})",
         "- **Rejected cells (grouped by covariate):**",
@@ -277,7 +294,7 @@ def _rejection_lines(rejection: Rejection) -> list[str]:
         lines.append(
             f"  - `{feature}`: {len(org_units[feature])} org units; periods affected: "
             f"{_periods(sorted({dhis2_id(p) for p in periods[feature]}, key=calendar_order), 4)} — "
-            f"{'; '.join(sorted(reasons[feature]))}"
+            f"{'; '.join(sorted(reasons[feature]))} — {named(sorted(org_units[feature]), names or {}, 4)}"
         )
     return lines
 

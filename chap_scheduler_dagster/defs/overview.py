@@ -23,6 +23,7 @@ from ..core.cancellation import mark_canceled
 from ..core.errors import redact_url
 from ..core.overview import TABLE_COLUMNS, OverviewRow, render_overview, table_rows
 from ..core.report import RunReport
+from ..core.run_warnings import SUCCEEDED_WITH_WARNINGS, is_success
 from ..settings import get_settings
 from .assets import report_asset_key
 from .reporting import report_materialization
@@ -104,6 +105,7 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
                 deleted=key not in known,
                 alerts=_int(meta, "chap_alerts"),
                 alerts_pending=_int(meta, "chap_alerts_pending"),
+                warnings=_value(meta, "warnings_summary") or _value(meta, "warnings_text").replace("\n", "; "),
                 **_last_success(records),
             )
         )
@@ -117,7 +119,7 @@ LAST_SUCCESS_LOOKBACK = 50
 def _last_success(records) -> dict:
     for record in records:
         meta = dict(record.asset_materialization.metadata) if record.asset_materialization else {}
-        if _value(meta, "status") == "succeeded":
+        if is_success(_value(meta, "status")):
             return {
                 "last_success_when": datetime.fromtimestamp(record.timestamp, UTC),
                 "last_success_prediction_id": _value(meta, "prediction_id"),
@@ -139,6 +141,7 @@ def overview_materialization(
     """
     settings = get_settings()
     rows = latest_report_rows(instance, known)
+    names = names or previous_names(instance)  # a run-status refresh keeps the names discovery gave
     if names:
         rows = [replace(r, name=names[r.setup_id]) if not r.name and r.setup_id in names else r for r in rows]
     upcoming = scheduled_next_runs(instance, [r.setup_id for r in rows if not r.deleted], location=code_location)
@@ -156,11 +159,23 @@ def overview_materialization(
             "models": overview_table(rows),
             "configured_models": len(live),
             "failed": sum(1 for r in live if r.status == "failed"),
-            "succeeded": sum(1 for r in live if r.status == "succeeded"),
+            "succeeded": sum(1 for r in live if is_success(r.status)),  # with warnings included
+            "succeeded_with_warnings": sum(1 for r in live if r.status == SUCCEEDED_WITH_WARNINGS),
             "chap_alerts_pending": sum(r.alerts_pending for r in live),
             "canceled": sum(1 for r in live if r.status == "canceled"),
         },
     )
+
+
+def previous_names(instance: dg.DagsterInstance) -> dict[str, str]:
+    """chap id -> configured-model name from the latest overview's table (so never-run models keep their names)."""
+    try:
+        event = instance.get_latest_materialization_event(overview_asset_key)
+        table = event.asset_materialization.metadata.get("models") if event and event.asset_materialization else None
+        records = getattr(table, "records", None) or []
+        return {str(r.data.get("model")): str(r.data.get("name")) for r in records if r.data.get("name")}
+    except Exception:  # noqa: BLE001 - names are a courtesy; the overview must still be written
+        return {}
 
 
 def overview_table(rows: Iterable[OverviewRow]) -> dg.TableMetadataValue:

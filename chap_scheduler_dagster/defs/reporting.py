@@ -40,6 +40,14 @@ def materialize_report(context: dg.OpExecutionContext, report: RunReport) -> Non
         context.log.warning("this run has no partition (configured model), so no run report is written")
         return
     context.log_event(report_materialization(report))
+    if report.warnings:
+        context.log.warning(f"succeeded with {len(report.warnings)} warning(s): " + "; ".join(report.warnings))
+    try:
+        from .tags import OUTCOME_TAG, tag_running_run
+
+        tag_running_run(context, {OUTCOME_TAG: report.status})
+    except Exception as exc:  # noqa: BLE001 - a tag must never fail the run whose report is written
+        context.log.warning(f"could not tag the run with its outcome ({type(exc).__name__}: {exc})")
 
 
 @contextmanager

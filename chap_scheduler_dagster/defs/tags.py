@@ -28,6 +28,9 @@ PARTITION_TAG = "dagster/partition"
 # The configured model's name, and the chap job a run waits on (set by the ops).
 MODEL_TAG = "chap_scheduler/model"
 CHAP_JOB_TAG = JOB_TAG  # one tag for the chap job a run created or waits on
+# The run report's status (succeeded, succeeded with warnings, failed, canceled, skipped), so the
+# Runs page says what the report says (Dagster's own run status has no "with warnings").
+OUTCOME_TAG = "chap_scheduler/outcome"
 # Tag values show in one line on the Runs page; a long model name is cut.
 MAX_TAG_VALUE = 120
 

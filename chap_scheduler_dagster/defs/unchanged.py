@@ -13,6 +13,7 @@ import dagster as dg
 from ..core.fingerprint import SKIP_HINT, LastPrediction, skip_reason, unchanged_since
 from ..core.prediction_body import remove_body
 from ..core.prediction_steps import PredictionRun
+from ..core.run_warnings import is_success
 from .assets import report_asset_key
 from .reporting import materialize_report
 
@@ -42,9 +43,9 @@ def last_successful_prediction(
             m = record.asset_materialization
             meta = dict(m.metadata) if m else {}
             status = _text(meta, "status")
-            if status == "succeeded" and _text(meta, "publish_outcome") == "dry run":
+            if is_success(status) and _text(meta, "publish_outcome") == "dry run":
                 continue  # a rehearsal: its forecast never reached DHIS2, so it is not the one to keep
-            if status == "succeeded":
+            if is_success(status):  # with warnings too: the forecast exists
                 fingerprint = _text(meta, "fingerprint")
                 if not fingerprint:
                     return None  # predicted before fingerprints existed: predict again, once
