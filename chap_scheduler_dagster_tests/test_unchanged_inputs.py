@@ -161,9 +161,9 @@ def test_a_dry_run_publish_is_a_rehearsal_the_next_run_predicts_and_publishes(in
     assert result.success
     rehearsal = {k: v.value for k, v in instance.fetch_materializations(report_asset_key, limit=1)
                  .records[0].asset_materialization.metadata.items()}
-    assert rehearsal["status"] == "succeeded" and rehearsal["publish_outcome"] == "dry run"
+    assert rehearsal["status"].startswith("succeeded") and rehearsal["publish_outcome"] == "dry run"
     second, meta = run(instance, sandbox)
-    assert second.success and meta["status"] == "succeeded" and meta["publish_outcome"] == "published"
+    assert second.success and meta["status"].startswith("succeeded") and meta["publish_outcome"] == "published"
     assert meta["fingerprint"] == rehearsal["fingerprint"] and chap_posts(sandbox) == 2
     third, skipped = run(instance, sandbox)  # now the published one is current
     assert third.success and skipped["status"] == "skipped" and chap_posts(sandbox) == 2
