@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import dagster as dg
+import pytest
 
 from chap_scheduler_dagster.cli_fanout import limit_for
 from chap_scheduler_dagster.core.fan_out import fan_out_limit
@@ -86,6 +87,7 @@ def test_limit_read_from_the_instance(tmp_path, monkeypatch):
     assert "key: chap_scheduler/dhis2" in text and re.search(r"applyLimitPerUniqueValue: true\n\s+limit: 2\n", text)
 
 
+@pytest.mark.e2e  # starts chap-scheduler-run processes
 def test_fan_out_keeps_the_limit_and_a_slow_or_failing_model_holds_no_one_back(tmp_path):
     (tmp_path / "dagster.yaml").write_text(QUEUE_YAML.format(max_runs=10, limit=2))
     with Sandbox(SandboxConfig(port=0, job_seconds=0.3)) as sb:
@@ -115,6 +117,7 @@ def test_fan_out_keeps_the_limit_and_a_slow_or_failing_model_holds_no_one_back(t
     assert wall < 15.0 + 60
 
 
+@pytest.mark.e2e  # starts chap-scheduler-run processes
 def test_ctrl_c_cancels_every_running_model_and_launches_no_more(tmp_path):
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with Sandbox(SandboxConfig(port=0, job_seconds=0.2)) as sb:
