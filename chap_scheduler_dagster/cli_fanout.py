@@ -59,11 +59,14 @@ def child_command(args: argparse.Namespace, location: str, names: dict[str, str]
     return command
 
 
-def block(done: Finished) -> str:
+def block(done: Finished, interrupted: bool = False) -> str:
     """What to print for one model: the child's own block, or one line saying why there is none."""
     text = done.output.rstrip("\n")
     if f"configured model {done.key}:" in text:
         return text
+    if interrupted:  # Ctrl-C reached the child outside its run (starting up, or after the run ended)
+        return (f"configured model {done.key}: CANCELED (Ctrl-C) before it printed an outcome; its latest run "
+                f"in the Dagster UI says how far it got")
     return (f"configured model {done.key}: FAILED: its process ended (exit code {done.returncode}) before it "
             f"printed an outcome; see the messages above, and the model's latest run in the Dagster UI")
 
@@ -79,7 +82,7 @@ def run_models(model_ids: Sequence[str], args: argparse.Namespace, location: str
     try:
         while fan.busy():
             for done in fan.wait():
-                print(block(done), flush=True)  # one write per model: blocks never interleave
+                print(block(done, fan.interrupted), flush=True)  # one write per model: blocks never interleave
                 failures += 0 if done.returncode == 0 else 1
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -150,3 +150,42 @@ def test_ctrl_c_cancels_every_running_model_and_launches_no_more(tmp_path):
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         runs = instance.get_runs()
         assert len(runs) == 2 and all(r.status == dg.DagsterRunStatus.CANCELED for r in runs)
+
+
+
+def test_fan_out_pool_limit_crash_and_interrupt(tmp_path):
+    """The pool alone, with tiny Python children: never above the limit, a crash is one line, Ctrl-C stops launching."""
+    import sys
+
+    from chap_scheduler_dagster.cli_fanout import block
+    from chap_scheduler_dagster.core.fan_out import FanOut
+
+    # Each child marks itself alive, counts the live ones after a moment, and says how many it saw.
+    script = ("import sys, time, pathlib; d = pathlib.Path(sys.argv[2]); k = sys.argv[1]; (d / k).touch(); "
+              "time.sleep(1.0); n = len(list(d.iterdir())); (d / k).unlink(); "
+              "sys.exit(3) if k == 'c' else print(f'configured model {k}: SUCCEEDED (saw {n})')")
+    live = tmp_path / "live"
+    live.mkdir()
+    fan = FanOut(["a", "b", "c", "d", "e"], lambda k: [sys.executable, "-c", script, k, str(live)], limit=2)
+    blocks, codes = [], {}
+    while fan.busy():
+        for done in fan.wait():
+            blocks.append(block(done))
+            codes[done.key] = done.returncode
+    assert codes == {"a": 0, "b": 0, "c": 3, "d": 0, "e": 0}  # the crash stopped no one
+    saw = [int(n) for n in re.findall(r"\(saw (\d+)\)", "\n".join(blocks))]
+    assert len(saw) == 4 and max(saw) == 2  # two at once, never three
+    assert len(blocks) == 5 and sum(b.startswith("configured model c:") for b in blocks) == 1
+    assert "configured model c: FAILED: its process ended (exit code 3) before it printed an outcome" in "\n".join(blocks)
+
+    fan = FanOut(["x", "y", "z"], lambda k: [sys.executable, "-c", "import time; time.sleep(30)"], limit=2)
+    fan._start(fan.pending.pop(0)), fan._start(fan.pending.pop(0))  # noqa: SLF001  (two running, z waits)
+    started = time.monotonic()
+    fan.request_interrupt()  # what the command's SIGINT handler does
+    finished = []
+    while fan.busy():
+        finished += fan.wait()
+    assert sorted(d.key for d in finished) == ["x", "y"] and fan.never_started == ["z"]
+    assert all(d.returncode == -signal.SIGINT for d in finished)  # each child got SIGINT, z never started
+    assert time.monotonic() - started < 10
+    assert block(finished[0], interrupted=True).startswith(f"configured model {finished[0].key}: CANCELED (Ctrl-C)")
