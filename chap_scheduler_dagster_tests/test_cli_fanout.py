@@ -160,10 +160,18 @@ def test_fan_out_pool_limit_crash_and_interrupt(tmp_path):
     from chap_scheduler_dagster.cli_fanout import block
     from chap_scheduler_dagster.core.fan_out import FanOut
 
-    # Each child marks itself alive, counts the live ones after a moment, and says how many it saw.
-    script = ("import sys, time, pathlib; d = pathlib.Path(sys.argv[2]); k = sys.argv[1]; (d / k).touch(); "
-              "time.sleep(1.0); n = len(list(d.iterdir())); (d / k).unlink(); "
-              "sys.exit(3) if k == 'c' else print(f'configured model {k}: SUCCEEDED (saw {n})')")
+    # Each child marks itself alive, waits (at most 3 s) until it sees a second one, looks again a moment
+    # later and says the most it saw; "c" crashes at once.
+    script = "\n".join([
+        "import sys, time, pathlib",
+        "d, k = pathlib.Path(sys.argv[2]), sys.argv[1]",
+        "if k == 'c': sys.exit(3)",
+        "(d / k).touch(); most, end = 0, time.monotonic() + 3",
+        "while most < 2 and time.monotonic() < end:",
+        "    most = max(most, len(list(d.iterdir()))); time.sleep(0.02)",
+        "time.sleep(0.3); most = max(most, len(list(d.iterdir()))); (d / k).unlink()",
+        "print(f'configured model {k}: SUCCEEDED (saw {most})')",
+    ])
     live = tmp_path / "live"
     live.mkdir()
     fan = FanOut(["a", "b", "c", "d", "e"], lambda k: [sys.executable, "-c", script, k, str(live)], limit=2)
@@ -174,7 +182,7 @@ def test_fan_out_pool_limit_crash_and_interrupt(tmp_path):
             codes[done.key] = done.returncode
     assert codes == {"a": 0, "b": 0, "c": 3, "d": 0, "e": 0}  # the crash stopped no one
     saw = [int(n) for n in re.findall(r"\(saw (\d+)\)", "\n".join(blocks))]
-    assert len(saw) == 4 and max(saw) == 2  # two at once, never three
+    assert len(saw) == 4 and max(saw) == 2, blocks  # two at once, never three
     assert len(blocks) == 5 and sum(b.startswith("configured model c:") for b in blocks) == 1
     assert "configured model c: FAILED: its process ended (exit code 3) before it printed an outcome" in "\n".join(blocks)
 
