@@ -25,8 +25,9 @@ CHILD_FLAG = "--one-of-many"  # hidden: a child of a fan-out (its parent prints 
 
 def limit_for(instance: dg.DagsterInstance) -> FanOutLimit:
     """The per-DHIS2 run limit the instance's run queue applies, or the CLI setting without one."""
-    queue = getattr(instance.run_coordinator, "get_run_queue_config", None)
-    config = queue() if queue else None
+    queue = getattr(instance.run_coordinator, "get_run_queue_config", None)  # only a queued coordinator has one
+    # The instance merges dagster.yaml's `concurrency: runs:` section into the coordinator's settings.
+    config = (instance.get_concurrency_config().run_queue_config or queue()) if queue else None
     settings = get_settings()
     return fan_out_limit(
         config.tag_concurrency_limits if config else None,

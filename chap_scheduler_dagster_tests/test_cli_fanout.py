@@ -82,6 +82,14 @@ def test_limit_read_from_the_instance(tmp_path, monkeypatch):
         assert limit_for(instance).value == 3
     with dg.DagsterInstance.from_config(str(plain)) as instance:
         assert limit_for(instance).value == 5
+    # The same limit in dagster.yaml's newer `concurrency:` section.
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "dagster.yaml").write_text(
+        "run_coordinator:\n  module: dagster\n  class: QueuedRunCoordinator\nconcurrency:\n  runs:\n"
+        "    tag_concurrency_limits:\n      - key: chap_scheduler/dhis2\n        value: default\n        limit: 4\n")
+    with dg.DagsterInstance.from_config(str(newer)) as instance:
+        assert limit_for(instance).value == 4
     # The repository's own dagster.yaml (the deployments') says 2.
     text = (REPO / "dagster.yaml").read_text()
     assert "key: chap_scheduler/dhis2" in text and re.search(r"applyLimitPerUniqueValue: true\n\s+limit: 2\n", text)
