@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import dagster as dg
 
-from . import notify_cli, preflight_cli
-from .cli_runs import cli_run_tags, cli_runs, stop_after_interrupt, unknown_to_chap
+from . import cli_fanout, notify_cli, preflight_cli
+from .cli_runs import cli_run_tags, cli_runs, code_location_name, stop_after_interrupt, unknown_to_chap
 from .core.errors import SchedulerError
 from .settings import get_settings
 
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         "--code-location",
         help="the code location's name in the Dagster workspace (default: read from ./workspace.yaml)",
     )
+    # Hidden: set by a fan-out for its children (cli_fanout.py).
+    p.add_argument("--model-name", help=argparse.SUPPRESS)
+    p.add_argument(cli_fanout.CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not args.all and not args.model_ids:
         _parser().error("name one or more configured-model ids, or --all")
-    if not os.environ.get("DAGSTER_HOME"):
+    if not os.environ.get("DAGSTER_HOME") and not args.one_of_many:
         print("DAGSTER_HOME is not set: runs and reports go to a temporary instance and vanish.", file=sys.stderr)
 
     from .defs.assets import report_asset_key
@@ -76,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with (
         dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral() as instance,
-        # Runs carry the code location's origin, so the UI lists, re-executes and relaunches them.
-        cli_runs(instance, JOB_NAME, args.code_location) as runs,
+        ExitStack() as stack,
     ):
         model_ids = list(args.model_ids)
         listed = []
@@ -100,6 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             instance.add_dynamic_partitions(configured_models_partitions.name, new)
         failures = len(unknown)
         names = {str(s.id): s.name for s in listed}
+        if args.model_name and len(model_ids) == 1:
+            names[model_ids[0]] = args.model_name
+        # Several models: each in its own process, at most the per-DHIS2 limit at once (cli_fanout.py).
+        limit = cli_fanout.limit_for(instance) if len(model_ids) > 1 else None
+        if limit and limit.value > 1 and os.environ.get("DAGSTER_HOME"):
+            location = args.code_location or code_location_name()
+            failures += cli_fanout.run_models(model_ids, args, location, names, limit)
+            return 1 if failures else 0
+        # Runs carry the code location's origin, so the UI lists, re-executes and relaunches them.
+        runs = stack.enter_context(cli_runs(instance, JOB_NAME, args.code_location))
         for model_id in model_ids:
             result = runs.run(
                 model_id,
@@ -132,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  report file: {path}")
             failures += 0 if result.is_success else 1
             if status == "canceled":  # Ctrl-C: say what may still run in chap, and stop here
-                stop_after_interrupt(runs, result, report.metadata["report"].value if report else "")
+                stop_after_interrupt(runs, result, report.metadata["report"].value if report else "",
+                                     remaining=not args.one_of_many)
                 break
     return 1 if failures else 0
 

@@ -139,14 +139,15 @@ def what_to_do(report_markdown: str) -> str | None:
     return None
 
 
-def stop_after_interrupt(runs: CliRuns, run: dg.DagsterRun, report_markdown: str) -> None:
+def stop_after_interrupt(runs: CliRuns, run: dg.DagsterRun, report_markdown: str, remaining: bool = True) -> None:
     """After Ctrl-C: print the advice, mark the run canceled in Dagster as in the report, run nothing more."""
     advice = what_to_do(report_markdown)
     if advice:
         print(f"  what to do: {advice}")
     if run.status != dg.DagsterRunStatus.CANCELED:
         runs.instance.report_run_canceled(run, message="interrupted from the command line (Ctrl-C)")
-    print("  interrupted: the remaining configured models were not run", flush=True)
+    if remaining:  # a fan-out's child leaves this line to its parent, which knows what remains
+        print("  interrupted: the remaining configured models were not run", flush=True)
 
 
 def cli_run_tags(model_name: str | None = None) -> dict[str, str]:

@@ -89,6 +89,13 @@ class SchedulerSettings(BaseSettings):
         "schedule (scheduleEnabled + cron); 'all' = every model, except at a minute its chap cron also fires.",
     )
 
+    # chap-scheduler-run with several models (cli_fanout.py)
+    cli_concurrency: int = Field(
+        default=2, ge=1, le=64,
+        description="Models chap-scheduler-run runs at once when the Dagster instance sets no run-queue limit "
+        "for the tag chap_scheduler/dhis2 (when it does, that limit applies).",
+    )
+
     def horizon(self, period_type: str) -> int:
         return int(getattr(self, f"horizon_{period_type}", 3))
 

@@ -88,7 +88,8 @@ def test_ctrl_c_while_waiting_cancels_names_the_chap_job_and_stops(tmp_path):
     with Sandbox(SandboxConfig(port=0, job_seconds=0.2)) as sb:
         sb.faults.update({"chap_job": "hang"})
         env = os.environ | {"DHIS2_BASE_URL": sb.base_url, "DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": "district",
-                            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3", "DAGSTER_HOME": str(tmp_path)}
+                            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3", "DAGSTER_HOME": str(tmp_path),
+                            "CHAP_SCHEDULER_CLI_CONCURRENCY": "1"}  # one at a time (fan-out: test_cli_fanout.py)
         cli_process = subprocess.Popen([str(BIN / "chap-scheduler-run"), "1", "2"], env=env, cwd=REPO,
                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:

@@ -132,6 +132,7 @@ class ChapStandIn:
                  weekly_setup_weeks: int = 110):
         self.world = world
         self.job_seconds = job_seconds
+        self.setup_job_seconds: dict[int, float] = {}  # per setup id: one slow model among quick ones
         self.api = api
         self.faults = faults
         self.lock = threading.RLock()
@@ -281,7 +282,7 @@ class ChapStandIn:
     # ------------------------------------------------------------------------------------
     def status(self, job: Job) -> str:
         elapsed = time.monotonic() - job.t0
-        js = self.job_seconds
+        js = self.setup_job_seconds.get(job.setup_id, self.job_seconds)  # type: ignore[arg-type]
         if elapsed < js / 2:
             return "PENDING"
         if elapsed < js or job.outcome == "hang":
