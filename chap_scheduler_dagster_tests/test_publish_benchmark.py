@@ -1,4 +1,7 @@
-"""benchmarks/publish_scale.py keeps working: the 1,000 org-unit case, through a sandbox in its own process."""
+"""benchmarks/publish_scale.py keeps working: the 1,000 org-unit case, through a sandbox in its own process.
+
+It checks what the benchmark measures is right (values, requests, the memory budget), not its time:
+times are the benchmark's to print."""
 
 import importlib.util
 from pathlib import Path
@@ -12,4 +15,4 @@ def test_publish_benchmark_at_1000_org_units():
     spec.loader.exec_module(bench)
     seconds, extra_mb, info = bench.one(1_000)
     assert info == {"values": 15_000, "requests": 4}
-    assert extra_mb < bench.LIMIT_MB and seconds < 60
+    assert extra_mb < bench.LIMIT_MB and seconds > 0
