@@ -168,13 +168,13 @@ def test_fan_out_pool_limit_crash_and_interrupt(tmp_path):
     from chap_scheduler_dagster.cli_fanout import block
     from chap_scheduler_dagster.core.fan_out import FanOut
 
-    # Each child marks itself alive, waits (at most 3 s) until it sees a second one, looks again a moment
-    # later and says the most it saw; "c" crashes at once.
+    # Each child marks itself alive, waits (at most 10 s: a loaded machine starts Pythons slowly) until it
+    # sees a second one, looks again a moment later and says the most it saw; "c" crashes at once.
     script = "\n".join([
         "import sys, time, pathlib",
         "d, k = pathlib.Path(sys.argv[2]), sys.argv[1]",
         "if k == 'c': sys.exit(3)",
-        "(d / k).touch(); most, end = 0, time.monotonic() + 3",
+        "(d / k).touch(); most, end = 0, time.monotonic() + 10",
         "while most < 2 and time.monotonic() < end:",
         "    most = max(most, len(list(d.iterdir()))); time.sleep(0.02)",
         "time.sleep(0.3); most = max(most, len(list(d.iterdir()))); (d / k).unlink()",

@@ -62,7 +62,10 @@ class Lane:
         params = {
             "selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
                          "pipelineName": "dhis2_chap_prediction"},
-            "runConfigData": run_config or {"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}},
+            # force: every launch here is meant as a prediction (same sandbox data, else later runs are skipped
+            # as unchanged: issue #12's rule)
+            "runConfigData": run_config or {"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}},
+                                                    "submit_prediction": {"config": {"force": True}}}},
             "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]},
         }
         answer = self.ui.graphql(
