@@ -194,14 +194,23 @@ def test_fan_out_pool_limit_crash_and_interrupt(tmp_path):
     assert len(blocks) == 5 and sum(b.startswith("configured model c:") for b in blocks) == 1
     assert "configured model c: FAILED: its process ended (exit code 3) before it printed an outcome" in "\n".join(blocks)
 
-    fan = FanOut(["x", "y", "z"], lambda k: [sys.executable, "-c", "import time; time.sleep(30)"], limit=2)
+    # Each child says it is up (a file) and sleeps; the interrupt comes once both are past Python's start-up
+    # (a SIGINT during start-up ends a Python with exit code 1 instead of the signal).
+    up = tmp_path / "up"
+    up.mkdir()
+    sleeper = "import pathlib, sys, time; pathlib.Path(sys.argv[1]).touch(); time.sleep(30)"
+    fan = FanOut(["x", "y", "z"], lambda k: [sys.executable, "-c", sleeper, str(up / k)], limit=2)
     fan._start(fan.pending.pop(0)), fan._start(fan.pending.pop(0))  # noqa: SLF001  (two running, z waits)
+    deadline = time.monotonic() + 30
+    while len(list(up.iterdir())) < 2:
+        assert time.monotonic() < deadline, "the two children never started"
+        time.sleep(0.02)
     started = time.monotonic()
     fan.request_interrupt()  # what the command's SIGINT handler does
     finished = []
     while fan.busy():
         finished += fan.wait()
     assert sorted(d.key for d in finished) == ["x", "y"] and fan.never_started == ["z"]
-    assert all(d.returncode == -signal.SIGINT for d in finished)  # each child got SIGINT, z never started
+    assert all(d.returncode == -signal.SIGINT for d in finished), [(d.key, d.returncode) for d in finished]  # each got SIGINT
     assert time.monotonic() - started < 10
     assert block(finished[0], interrupted=True).startswith(f"configured model {finished[0].key}: CANCELED (Ctrl-C)")

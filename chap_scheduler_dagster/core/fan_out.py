@@ -55,6 +55,12 @@ def fan_out_limit(
     return FanOutLimit(max(1, limit), source)
 
 
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default. A command started in the background by a
+    non-interactive shell inherits SIGINT *ignored*, and the child would then never stop on our Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Child:
     key: str
@@ -111,7 +117,7 @@ class FanOut:
     def _start(self, key: str) -> None:
         out = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
         process = subprocess.Popen(self.command(key), stdout=out, stdin=subprocess.DEVNULL, env=self.env,
-                                   start_new_session=True, text=True)
+                                   start_new_session=True, text=True, preexec_fn=_default_sigint)
         self.running[key] = Child(key, process, out)
 
     def _forward_interrupts(self) -> None:
