@@ -1,4 +1,5 @@
-"""The four ops of one prediction run. Thin: the work is in ``core.prediction_steps``."""
+"""The first four ops of one prediction run (the fifth, publish_forecasts, is in defs/publishing.py).
+Thin: the work is in ``core.prediction_steps``."""
 
 
 from typing import Literal
