@@ -6,6 +6,8 @@ import pytest
 
 from chap_scheduler_dagster.settings import get_settings
 
+from .real_chap_fixture import real_chap_lane  # noqa: F401  (one real chap-core per session, for -m realchap)
+
 
 @pytest.fixture(autouse=True)
 def fast_settings(monkeypatch, request):

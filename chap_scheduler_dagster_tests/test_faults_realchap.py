@@ -1,6 +1,6 @@
 """Point 1 against a real chap-core 2.5.1: a POST whose answer the route loses is found by name.
 
-Uses the real chap lane of test_real_chap_lane.py (``-m realchap``). The sandbox route forwards
+Uses the real chap lane (real_chap_fixture.py, one per session) (``-m realchap``). The sandbox route forwards
 the POST to the real chap, which creates the job, then answers 502 (or drops the connection).
 """
 
@@ -17,13 +17,13 @@ from chap_scheduler_dagster.defs.partitions import configured_models_partitions
 from chap_scheduler_dagster.defs.resources import Dhis2Resource
 from chap_scheduler_dagster.settings import get_settings
 
-from .test_real_chap_lane import AUTH, _log_tails, real_chap_lane  # noqa: F401 - the lane fixture
+from .real_chap_fixture import AUTH, _log_tails  # the lane fixture itself comes from conftest.py
 
 pytestmark = pytest.mark.realchap
 
 
 @pytest.mark.parametrize("fault", ["lost_502", "lost_drop"])
-def test_real_chap_job_is_found_by_name_after_a_lost_answer(real_chap_lane, monkeypatch, fault):  # noqa: F811
+def test_real_chap_job_is_found_by_name_after_a_lost_answer(real_chap_lane, monkeypatch, fault):
     lane = real_chap_lane
     key = str(lane.seed["prediction_setup_id"])
     monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.5")
