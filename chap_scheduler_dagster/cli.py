@@ -18,6 +18,7 @@ import dagster as dg
 from . import cli_fanout, notify_cli, preflight_cli
 from .cli_runs import cli_run_tags, cli_runs, code_location_name, stop_after_interrupt, unknown_to_chap
 from .core.errors import SchedulerError
+from .core.report_metadata import Key, text
 from .settings import get_settings
 
 JOB_NAME = "dhis2_chap_prediction"
@@ -127,25 +128,26 @@ def main(argv: list[str] | None = None) -> int:
                 dg.AssetRecordsFilter(asset_key=report_asset_key, asset_partitions=[model_id]), limit=1
             ).records
             report = records[0].asset_materialization if records and records[0].run_id == result.run_id else None
-            status = report.metadata["status"].value if report else ("succeeded" if result.is_success else "failed")
+            meta = report.metadata if report else {}
+            status = text(meta, Key.STATUS) if report else ("succeeded" if result.is_success else "failed")
             where = f"asset {report_asset_key.to_user_string()} partition {model_id}, run {result.run_id}"
-            line = f"configured model {model_id}: {str(status).upper()}"
-            if report and report.metadata.get("failed_step") and report.metadata["failed_step"].value:
-                line += f" at {report.metadata['failed_step'].value}: {report.metadata['error'].value}"
-            elif report and status == "skipped" and report.metadata.get("error"):
-                line += f": {report.metadata['error'].value}"
-            warned = str(report.metadata["warnings_text"].value) if report and report.metadata.get("warnings_text") else ""
+            line = f"configured model {model_id}: {status.upper()}"
+            if text(meta, Key.FAILED_STEP):
+                line += f" at {text(meta, Key.FAILED_STEP)}: {text(meta, Key.ERROR)}"
+            elif status == "skipped" and Key.ERROR in meta:
+                line += f": {text(meta, Key.ERROR)}"
+            warned = text(meta, Key.WARNINGS_TEXT)
             for warning in filter(None, warned.splitlines()):  # succeeded with warnings: say which, one a line
                 line += f"\n  warning: {warning}"
             print(f"{line}\n  report: {where}")
             if report and args.report_dir:
                 args.report_dir.mkdir(parents=True, exist_ok=True)
                 path = args.report_dir / f"{model_id}.md"
-                path.write_text(report.metadata["report"].value)
+                path.write_text(text(meta, Key.REPORT))
                 print(f"  report file: {path}")
             failures += 0 if result.is_success else 1
             if status == "canceled":  # Ctrl-C: say what may still run in chap, and stop here
-                stop_after_interrupt(runs, result, report.metadata["report"].value if report else "",
+                stop_after_interrupt(runs, result, text(meta, Key.REPORT),
                                      remaining=not args.one_of_many)
                 break
     return 1 if failures else 0

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ChapHttpError, SchedulerError
 from .periods import calendar_order, dhis2_id
+from .report_metadata import Key
 
 
 class ChapAlert(BaseModel):
@@ -83,9 +84,9 @@ class AlertsSummary:
     def metadata(self) -> dict[str, str | int]:
         """Plain figures for asset metadata (report and ``chap_forecast``)."""
         values: dict[str, str | int] = {
-            "chap_alerts": len(self.alerts),
-            "chap_alerts_pending": self.pending,
-            "chap_alerts_summary": self.one_line(),
+            Key.CHAP_ALERTS.value: len(self.alerts),
+            Key.CHAP_ALERTS_PENDING.value: self.pending,
+            Key.CHAP_ALERTS_SUMMARY.value: self.one_line(),
         }
         for lvl, n in self.counts().items():
             values[f"chap_alerts_{lvl}"] = n

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .dhis2_import import ConflictGroup, ImportCounts
 from .periods import calendar_order
+from .report_metadata import Key
 from .target_preflight import Finding
 
 NO_TARGETS = "no targets in chap: nothing published"
@@ -42,7 +43,7 @@ class PublishReport:
     analytics: str = ""
 
     def metadata(self) -> dict[str, str | int]:
-        out: dict[str, str | int] = {"publish_mode": self.mode, "publish_outcome": self.outcome}
+        out: dict[str, str | int] = {Key.PUBLISH_MODE.value: self.mode, Key.PUBLISH_OUTCOME.value: self.outcome}
         if self.values is not None:
             out["publish_values"] = self.values
         if self.counts is not None:

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from ..core.errors import redact_url
+from ..core.report_metadata import Key, text
 from ..core.notifications import (
     UNREACHABLE_MARK,
     Notification,
@@ -93,12 +94,6 @@ def where_from_env(settings: NotifySettings) -> Where:
     )
 
 
-def _value(metadata: dict, key: str) -> str:
-    entry = metadata.get(key)
-    value = getattr(entry, "value", entry)
-    return "" if value is None else str(value)
-
-
 def _failure_facts(instance: dg.DagsterInstance, run: dg.DagsterRun) -> tuple[str, str]:
     """(failed step, error) from the run's own events, for a failed run whose report is not written yet."""
     for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
@@ -117,7 +112,7 @@ def _report_of(instance: dg.DagsterInstance, key: str, run_id: str) -> dict:
     ).records
     for record in records:
         meta = dict(record.asset_materialization.metadata) if record.asset_materialization else {}
-        if record.run_id == run_id or _value(meta, "run_id") == run_id:
+        if record.run_id == run_id or text(meta, Key.RUN_ID) == run_id:
             return meta
     return {}
 
@@ -129,21 +124,21 @@ def run_outcome(instance: dg.DagsterInstance, record) -> RunOutcome | None:
         return None
     meta = _report_of(instance, key, run.run_id)
     succeeded = run.status == dg.DagsterRunStatus.SUCCESS
-    failed_step, error = _value(meta, "failed_step"), _value(meta, "error")
+    failed_step, error = text(meta, Key.FAILED_STEP), text(meta, Key.ERROR)
     if not succeeded and not error:
         # The backstop may not have written the report yet: take the facts from the run's events.
         failed_step, error = _failure_facts(instance, run)
-    prediction = _value(meta, "prediction_id")
-    pending = _value(meta, "chap_alerts_pending")
+    prediction = text(meta, Key.PREDICTION_ID)
+    pending = text(meta, Key.CHAP_ALERTS_PENDING)
     finished = record.update_timestamp
     return RunOutcome(
         model_id=key, run_id=run.run_id, succeeded=succeeded,
         finished_at=finished if finished.tzinfo else finished.replace(tzinfo=UTC),
-        model_name=_value(meta, "configured_model"), period_type=_value(meta, "period_type"),
-        failed_step=failed_step, error=error, hint=_value(meta, "hint"),
+        model_name=text(meta, Key.CONFIGURED_MODEL), period_type=text(meta, Key.PERIOD_TYPE),
+        failed_step=failed_step, error=error, hint=text(meta, Key.HINT),
         prediction_id=int(prediction) if prediction.isdigit() else None,
         alerts_pending=int(pending) if pending.isdigit() else 0,
-        alerts_summary=_value(meta, "chap_alerts_summary"),
+        alerts_summary=text(meta, Key.CHAP_ALERTS_SUMMARY),
     )
 
 

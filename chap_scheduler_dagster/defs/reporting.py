@@ -18,12 +18,13 @@ from ..core.run_cause import JOB_TAG, explain_run
 from ..core.prediction_body import remove_body
 from ..core.prediction_steps import PredictionRun
 from ..core.report import RunReport
+from ..core.report_metadata import Key
 from .assets import report_asset_key
 
 
 def report_materialization(report: RunReport) -> dg.AssetMaterialization:
     """The report as a materialization of its configured model's partition."""
-    metadata: dict[str, object] = {"report": dg.MetadataValue.md(report.markdown())}
+    metadata: dict[str, object] = {Key.REPORT.value: dg.MetadataValue.md(report.markdown())}
     metadata.update(report.metadata())
     return dg.AssetMaterialization(
         asset_key=report_asset_key,

@@ -13,6 +13,7 @@ import dagster as dg
 from ..core.fingerprint import SKIP_HINT, LastPrediction, skip_reason, unchanged_since
 from ..core.prediction_body import remove_body
 from ..core.prediction_steps import PredictionRun
+from ..core.report_metadata import Key, text
 from ..core.run_warnings import is_success
 from .assets import report_asset_key
 from .reporting import materialize_report
@@ -20,12 +21,6 @@ from .reporting import materialize_report
 # How many reports back to look for the last successful one (failed runs in between are passed over).
 SEARCH_LIMIT = 200
 _PAGE = 50
-
-
-def _text(metadata: dict, key: str) -> str:
-    entry = metadata.get(key)
-    value = getattr(entry, "value", entry)
-    return "" if value is None else str(value)
 
 
 def last_successful_prediction(
@@ -42,17 +37,18 @@ def last_successful_prediction(
             seen += 1
             m = record.asset_materialization
             meta = dict(m.metadata) if m else {}
-            status = _text(meta, "status")
-            if is_success(status) and _text(meta, "publish_outcome") == "dry run":
+            status = text(meta, Key.STATUS)
+            if is_success(status) and text(meta, Key.PUBLISH_OUTCOME) == "dry run":
                 continue  # a rehearsal: its forecast never reached DHIS2, so it is not the one to keep
             if is_success(status):  # with warnings too: the forecast exists
-                fingerprint = _text(meta, "fingerprint")
+                fingerprint = text(meta, Key.FINGERPRINT)
                 if not fingerprint:
                     return None  # predicted before fingerprints existed: predict again, once
-                return LastPrediction(fingerprint, _text(meta, "prediction_id"), record.run_id or _text(meta, "run_id"))
-            if status == "skipped" and _text(meta, "current_prediction_id") and _text(meta, "fingerprint"):
+                return LastPrediction(fingerprint, text(meta, Key.PREDICTION_ID), record.run_id or text(meta, Key.RUN_ID))
+            if status == "skipped" and text(meta, Key.CURRENT_PREDICTION_ID) and text(meta, Key.FINGERPRINT):
                 return LastPrediction(
-                    _text(meta, "fingerprint"), _text(meta, "current_prediction_id"), _text(meta, "current_prediction_run_id")
+                    text(meta, Key.FINGERPRINT), text(meta, Key.CURRENT_PREDICTION_ID),
+                    text(meta, Key.CURRENT_PREDICTION_RUN_ID),
                 )
         if not result.has_more:
             return None
