@@ -77,7 +77,7 @@ def test_a_chap_without_the_alerts_api_is_a_note_not_a_failure():
 @respx.mock
 def test_collect_only_for_setups_with_an_alert_policy_and_into_the_report():
     setup = make_setup()
-    run = PredictionRun(report=RunReport(setup_id=str(setup.id), dhis2_url=DHIS2), setup=setup)
+    run = PredictionRun(report=RunReport(setup_id=str(setup.id), dhis2_url=DHIS2, setup=setup))
     run.report.prediction_id = 7
     detail = respx.get(f"{CHAP}/v1/crud/prediction-setups/{setup.id}")
     alerts = respx.get(f"{CHAP}/v1/crud/alerts").respond(json=ALERTS)
@@ -123,8 +123,7 @@ def test_job_failed_after_storing_the_prediction_is_reported_for_what_it_is():
     from chap_scheduler_dagster.core.errors import ChapJobFailed
 
     setup = make_setup()
-    run = PredictionRun(report=RunReport(setup_id=str(setup.id), dhis2_url=DHIS2), setup=setup, job_id="job-1")
-    run.report.job_id = "job-1"  # as submit_prediction leaves it
+    run = PredictionRun(report=RunReport(setup_id=str(setup.id), dhis2_url=DHIS2, setup=setup, job_id="job-1"))
     respx.get(f"{CHAP}/v1/jobs", params={"ids": "job-1"}).respond(json=[{
         "id": "job-1", "type": "create_prediction", "status": "FAILURE", "start_time": "2026-11-30T10:13:13.207279",
         "end_time": "2026-11-30T10:13:20.0", "result": None,
@@ -148,7 +147,7 @@ def test_job_failed_after_storing_the_prediction_is_reported_for_what_it_is():
     # No prediction after the job started, or no alert policy: the failure is left as it was.
     detail.respond(json={"id": setup.id, "alertPolicy": POLICY, "predictions": [older]})
     other = ChapJobFailed("chap job job-1 ended FAILURE: model crashed", hint="See chap-core's job log")
-    run2 = PredictionRun(report=RunReport(setup_id=str(setup.id), dhis2_url=DHIS2), setup=setup, job_id="job-1")
+    run2 = PredictionRun(report=RunReport(setup_id=str(setup.id), dhis2_url=DHIS2, setup=setup, job_id="job-1"))
     with _client() as chap:
         assert explain_failed_job(run2, chap, other) is False
     assert other.hint == "See chap-core's job log" and run2.report.prediction_id is None

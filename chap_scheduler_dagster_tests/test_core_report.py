@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
+
+from chap_scheduler_dagster.core.chap_models import PredictionSetup
+from chap_scheduler_dagster.core.dhis2_fetch import FetchResult
 
 from chap_scheduler_dagster.core.errors import (
     ChapRejected,
@@ -13,35 +17,52 @@ from chap_scheduler_dagster.core.errors import (
     Rejection,
     SchedulerError,
 )
-from chap_scheduler_dagster.core.report import RunReport
+from chap_scheduler_dagster.core.periods import parse_period, period_range
+from chap_scheduler_dagster.core.report import PredictionOutcome, RunReport
+from chap_scheduler_dagster.core.run_window import InputWindow
 
 STEPS = ("probe_covariates", "fetch_analytics", "submit_prediction", "await_prediction")
 T0 = datetime(2026, 11, 22, 6, 0, 0, tzinfo=UTC)
 
 
+SETUP = PredictionSetup(
+    id=3, name="Monthly dengue", periodType="month", orgUnits=[f"OU_{i}" for i in range(142)],
+    configuredModel={"name": "naive_model", "modelTemplate": {"displayName": "Naive"}},
+    covariateSources=[{"covariate": "rainfall", "dataElementId": "DE_RAIN"},
+                      {"covariate": "disease_cases", "dataElementId": "DE_CASES"}],
+)
+
+
+def fetched(**kw) -> FetchResult:
+    """What fetch_analytics learned; every figure zero unless given."""
+    figures = dict(body_path=Path("body.json"), body_bytes=0, row_estimate=0, analytics_rows=0, observations=0,
+                   features=0, dropped={}, org_units_without_geometry=[], analytics_requests=0, org_unit_requests=0,
+                   longest_url=0)
+    return FetchResult(**(figures | kw))
+
+
 def base_report(**kw) -> RunReport:
     r = RunReport(setup_id="3", dhis2_url="https://dhis2.example.org", location="sierra_leone", run_id="abc-123",
-                  started_at=T0, **kw)
+                  started_at=T0, setup=SETUP, **kw)
     r.dhis2_version, r.dhis2_server_time, r.dhis2_system_name = "2.41.3", "2026-11-22T06:00:00", "SL HMIS"
     r.chap_version, r.chap_api = "2.5.1", "prediction-setups"
-    r.setup_name, r.model_name, r.template_name = "Monthly dengue", "naive_model", "Naive"
-    r.period_type, r.org_unit_count = "month", 142
-    r.covariates = ["rainfall (DE_RAIN)", "disease_cases (DE_CASES)"]
     return r
 
 
 def succeeded() -> RunReport:
     r = base_report()
-    r.end_mode, r.window_start, r.window_end, r.input_periods = "calculated", "202101", "202412", 48
-    r.end_how = "calculated: latest period with data for every covariate (probed LAST_12_MONTHS)"
+    start, end = parse_period("202101"), parse_period("202412")
+    r.end_mode = "calculated"
+    r.window = InputWindow(start, end, tuple(period_range(start, end, 100)),
+                           "calculated: latest period with data for every covariate (probed LAST_12_MONTHS)")
     r.latest_by_covariate = {"rainfall": "202412", "disease_cases": "202501"}
-    r.row_estimate, r.analytics_rows, r.observations = 13_632, 12_345, 12_001
-    r.dropped = {"empty or non-numeric value": 344}
-    r.analytics_requests, r.longest_url, r.body_bytes = 3, 7_912, 2_345_678
+    r.fetch = fetched(row_estimate=13_632, analytics_rows=12_345, observations=12_001,
+                      dropped={"empty or non-numeric value": 344}, analytics_requests=3, longest_url=7_912,
+                      body_bytes=2_345_678)
     r.n_periods, r.n_periods_how = 3, "CHAP_SCHEDULER_HORIZON_MONTH=3"
-    r.job_id, r.prediction_id, r.prediction_values = "5f0c-job", 17, 2_130
-    r.predicted_periods = ["202501", "202502", "202503"]
-    r.median_by_period = {"202501": 1234.5, "202502": 20_000.04, "202503": 0.0}
+    r.job_id, r.prediction_id = "5f0c-job", 17
+    r.prediction = PredictionOutcome(values=2_130, periods=["202501", "202502", "202503"],
+                                     median_by_period={"202501": 1234.5, "202502": 20_000.04, "202503": 0.0})
     r.succeed(today=date(2025, 1, 15))  # every predicted period still ahead: a plain success
     r.finished_at = T0 + timedelta(minutes=2, seconds=5.5)
     return r
@@ -76,7 +97,8 @@ def test_success_markdown():
 
 def test_many_predicted_periods_are_abbreviated():
     r = succeeded()
-    r.predicted_periods = [f"2027W{i}" for i in range(1, 13)]
+    assert r.prediction is not None
+    r.prediction.periods = [f"2027W{i}" for i in range(1, 13)]
     assert "- **Predicted periods:** 2027W1..2027W12 (12 periods)" in r.markdown()
 
 
@@ -210,9 +232,8 @@ def test_metadata_is_plain_and_complete():
 
 def test_markdown_survives_partial_figures():
     r = base_report()
-    r.analytics_rows, r.analytics_requests = 10, 2  # longest_url not known yet
-    r.org_units_without_geometry = [f"OU_{i}" for i in range(10)]
-    r.org_units_dropped_by_chap = ["OU_3"]
+    r.fetch = fetched(analytics_rows=10, analytics_requests=2, org_units_without_geometry=[f"OU_{i}" for i in range(10)])
+    r.prediction = PredictionOutcome(values=0, periods=[], median_by_period={}, org_units_dropped_by_chap=["OU_3"])
     r.job_id = "j"
     r.fail("fetch_analytics", SchedulerError("x"))
     md = r.markdown()

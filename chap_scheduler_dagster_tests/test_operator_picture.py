@@ -92,7 +92,8 @@ def _state(run_id: str, tmp_path: Path) -> PredictionRun:
     report = RunReport(setup_id="1", dhis2_url="http://x", run_id=run_id,
                        started_at=datetime(2026, 1, 1, tzinfo=UTC))
     report.status, report.failed_step, report.error = "failed", "await_prediction", "timeout"
-    return PredictionRun(report=report, job_id="job-1", body_path=tmp_path / "gone.json")
+    report.job_id = "job-1"
+    return PredictionRun(report=report, body_path=tmp_path / "gone.json")
 
 
 def test_state_from_a_parent_run_becomes_this_runs_own(tmp_path):

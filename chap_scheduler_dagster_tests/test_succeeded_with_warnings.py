@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
+from chap_scheduler_dagster.core.chap_models import PredictionSetup
+from chap_scheduler_dagster.core.dhis2_fetch import FetchResult
 from chap_scheduler_dagster.core.notifications import NotifyState, RunOutcome, Where, observe_run
 from chap_scheduler_dagster.core.overview import OverviewRow, render_overview, table_rows
 from chap_scheduler_dagster.core.publish_report import PublishReport
-from chap_scheduler_dagster.core.report import RunReport
+from chap_scheduler_dagster.core.report import PredictionOutcome, RunReport
 from chap_scheduler_dagster.core.run_warnings import is_success, run_warnings
 
 TODAY = date(2026, 11, 30)
 
 
-def report(**fields) -> RunReport:
-    r = RunReport(setup_id="1", dhis2_url="https://dhis2.example.org", setup_name="Malaria monthly")
-    r.period_type, r.org_unit_count, r.n_periods = "month", 12, 3
-    r.predicted_periods = ["202612", "202701", "202702"]
+def report(*, period_type: str | None = "month", predicted_periods=("202612", "202701", "202702"),
+           org_units_without_geometry=(), org_units_dropped_by_chap=(), org_unit_names=None, row_estimate=None,
+           **fields) -> RunReport:
+    """A report of a monthly model of 12 org units that asked chap for 3 periods."""
+    setup = PredictionSetup(id=1, name="Malaria monthly", periodType=period_type, orgUnits=[f"OU_{i}" for i in range(12)])
+    r = RunReport(setup_id="1", dhis2_url="https://dhis2.example.org", setup=setup, n_periods=3)
+    r.prediction = PredictionOutcome(values=36, periods=list(predicted_periods), median_by_period={},
+                                     org_units_dropped_by_chap=list(org_units_dropped_by_chap))
+    if org_units_without_geometry or org_unit_names or row_estimate is not None:
+        r.fetch = FetchResult(body_path=Path("body.json"), body_bytes=0, row_estimate=row_estimate or 0,
+                              analytics_rows=0, observations=0, features=0, dropped={},
+                              org_units_without_geometry=list(org_units_without_geometry), analytics_requests=0,
+                              org_unit_requests=0, longest_url=0, org_unit_names=org_unit_names or {})
     for key, value in fields.items():
         setattr(r, key, value)
     return r

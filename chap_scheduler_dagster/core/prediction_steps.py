@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -20,11 +20,10 @@ from .dhis2_fetch import fetch_prediction_body
 from .dhis2_reader import Dhis2Reader
 from .errors import ChapError, ChapPredictionNotCreated, ChapRejected, ChapSubmitUncertain, Dhis2Error, SchedulerError
 from .fingerprint import prediction_fingerprint
-from .periods import calendar_order, dhis2_id
 from .prediction_body import iter_body, remove_body
 from .reconcile import prediction_name, reconcile_submission
 from .run_cause import JOB_TAG, POST_TAG
-from .report import RunReport
+from .report import PredictionOutcome, RunReport
 from .run_warnings import named
 from .wait_progress import WaitProgress
 from .run_window import InputWindow, WindowRequest, probe_latest_common_period, resolve_window, setup_period_type
@@ -38,19 +37,28 @@ def _quiet(_: str) -> None:
 
 @dataclass
 class PredictionRun:
-    """Everything one run knows so far; handed from step to step."""
+    """One run handed from step to step: its report (which holds what the run learned) and the
+    working state no report shows (chap's API flavour, the spooled request body)."""
 
     report: RunReport
-    setup: PredictionSetup | None = None
     api: ChapApi | None = None
-    window: InputWindow | None = None
     body_path: Path | None = None
-    body_bytes: int | None = None
-    job_id: str | None = None
-    notes: list[str] = field(default_factory=list)
-    # quantile -> DHIS2 period -> forecast summed over org units (for the chap_forecast asset)
-    forecast_sums: dict[float, dict[str, float]] = field(default_factory=dict)
-    fingerprint: str | None = None  # of what would be sent to chap (core.fingerprint)
+
+    @property
+    def setup(self) -> PredictionSetup | None:
+        return self.report.setup
+
+    @property
+    def window(self) -> InputWindow | None:
+        return self.report.window
+
+    @property
+    def job_id(self) -> str | None:
+        return self.report.job_id
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.report.fingerprint
 
     def require_setup(self) -> PredictionSetup:
         if self.setup is None:
@@ -68,8 +76,8 @@ def parse_setup_id(partition_key: str) -> int:
         ) from None
 
 
-def connect(run: PredictionRun, reader: Dhis2Reader, chap: ChapClient, log: Log = _quiet) -> None:
-    """Check DHIS2 and chap through the route, then load the configured model."""
+def connect(run: PredictionRun, reader: Dhis2Reader, chap: ChapClient, partition_key: str, log: Log = _quiet) -> None:
+    """Check DHIS2 and chap through the route, then load the configured model ``partition_key``."""
     report = run.report
     try:
         info = reader.system_info()
@@ -89,16 +97,10 @@ def connect(run: PredictionRun, reader: Dhis2Reader, chap: ChapClient, log: Log 
         raise
     report.chap_version = chap_info.chap_core_version
     try:
-        setup = chap.get_prediction_setup(parse_setup_id(report.setup_id))
+        setup = chap.get_prediction_setup(parse_setup_id(partition_key))
     finally:
         report.chap_api = chap.api.value if chap.api else None
-    run.setup, run.api = setup, chap.api
-    report.setup_name = setup.name
-    report.model_name = setup.model_name
-    report.template_name = setup.template.display_name if setup.template else None
-    report.period_type = setup.period_type
-    report.org_unit_count = len(setup.org_units)
-    report.covariates = [f"{s.covariate} ({s.data_element_id})" for s in setup.covariate_sources]
+    report.setup, run.api = setup, chap.api
     log(
         f"chap-core {chap_info.chap_core_version} ({report.chap_api}); configured model {setup.id} "
         f"{setup.name!r}: {setup.period_type}, {len(setup.org_units)} org units, "
@@ -126,9 +128,7 @@ def choose_window(
     window, probed = resolve_window(request, setup, today=today, period_cap=settings.period_cap, probe=probe)
     if probed is not None:
         run.report.latest_by_covariate = probed.latest_by_covariate
-    run.window = window
-    run.report.window_start, run.report.window_end = window.start.id, window.end.id
-    run.report.end_how, run.report.input_periods = window.end_how, len(window.periods)
+    run.report.window = window
     log(f"input window {window.start.id}..{window.end.id} ({len(window.periods)} periods; {window.end_how})")
     return window
 
@@ -180,12 +180,8 @@ def fetch_data(
         spool_dir=settings.spool_dir,
     )
     r = run.report
-    r.row_estimate, r.analytics_rows, r.observations = result.row_estimate, result.analytics_rows, result.observations
-    r.dropped, r.org_units_without_geometry = result.dropped, result.org_units_without_geometry
-    r.org_unit_names = result.org_unit_names
-    r.analytics_requests, r.longest_url, r.body_bytes = result.analytics_requests, result.longest_url, result.body_bytes
-    run.body_path, run.body_bytes = result.body_path, result.body_bytes
-    run.fingerprint = r.fingerprint = prediction_fingerprint(
+    r.fetch, run.body_path = result, result.body_path
+    r.fingerprint = prediction_fingerprint(
         setup, window, n_periods=n_periods, api=run.api, body_sha256=result.body_sha256
     )
     log(
@@ -235,7 +231,8 @@ def submit(
     record({POST_TAG: "sending"})
     try:
         try:
-            job_id = chap.submit_prediction(setup.id, iter_body(run.body_path), run.body_bytes, api=run.api)
+            body_bytes = run.report.fetch.body_bytes if run.report.fetch else None
+            job_id = chap.submit_prediction(setup.id, iter_body(run.body_path), body_bytes, api=run.api)
         except ChapSubmitUncertain as lost:
             record({POST_TAG: "answer lost"})
             window = (settings.reconcile_seconds if settings else 120.0)
@@ -263,7 +260,7 @@ def submit(
     finally:
         remove_body(run.body_path)
         run.body_path = None
-    run.job_id = run.report.job_id = job_id
+    run.report.job_id = job_id
     record({POST_TAG: "answered", JOB_TAG: job_id})
     log(f"chap accepted the prediction request: job {job_id}")
     return job_id
@@ -317,23 +314,15 @@ def await_prediction(
         raise failure
     info = chap.prediction_result(run.job_id)
     run.report.prediction_id = info.id
-    summary = chap.summarize_prediction(info.id, report_quantiles(setup, settings))
-    # chap pads weekly ids (2027W01); the report speaks DHIS2 (2027W1).
-    periods = sorted(summary.periods, key=calendar_order)
-    run.report.prediction_values = summary.values
-    run.report.predicted_periods = [dhis2_id(p) for p in periods]
-    run.forecast_sums = {q: {dhis2_id(p): v for p, v in sums.items()} for q, sums in summary.sum_by_quantile.items()}
-    run.report.median_by_period = {
-        dhis2_id(p): summary.median_by_period[p] for p in periods if p in summary.median_by_period
-    }
+    prediction = PredictionOutcome.from_summary(chap.summarize_prediction(info.id, report_quantiles(setup, settings)))
     sent = set(setup.org_units) - set(run.report.org_units_without_geometry)
     if info.org_units is not None:
-        run.report.org_units_dropped_by_chap = sorted(sent - set(info.org_units))
+        prediction.org_units_dropped_by_chap = sorted(sent - set(info.org_units))
+    run.report.prediction = prediction
+    dropped = prediction.org_units_dropped_by_chap
     log(
-        f"prediction {info.id}: {summary.values:,} values for {len(periods)} periods"
-        + (f"; chap dropped {len(run.report.org_units_dropped_by_chap)} org units: "
-           f"{named(run.report.org_units_dropped_by_chap, run.report.org_unit_names)}"
-           if run.report.org_units_dropped_by_chap else "")
+        f"prediction {info.id}: {prediction.values:,} values for {len(prediction.periods)} periods"
+        + (f"; chap dropped {len(dropped)} org units: {named(dropped, run.report.org_unit_names)}" if dropped else "")
     )
 
 

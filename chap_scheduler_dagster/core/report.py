@@ -15,16 +15,45 @@ from typing import TYPE_CHECKING, Literal
 from .chap_alerts import AlertsSummary, render_alerts_section
 from .errors import Rejection, SchedulerError
 from .periods import calendar_order, dhis2_id
+from .report_metadata import Key
 from .run_warnings import named
 
 if TYPE_CHECKING:
+    from .chap_models import PredictionSetup
+    from .dhis2_fetch import FetchResult
     from .publish_report import PublishReport
+    from .run_window import InputWindow
 
 Status = Literal["running", "succeeded", "succeeded with warnings", "failed", "canceled", "skipped"]
 
 
 @dataclass
+class PredictionOutcome:
+    """What chap returned for the prediction, in DHIS2 period ids and calendar order."""
+
+    values: int
+    periods: list[str]
+    median_by_period: dict[str, float]
+    # quantile -> period -> forecast summed over org units (the chap_forecast asset's table)
+    sums: dict[float, dict[str, float]] = field(default_factory=dict)
+    org_units_dropped_by_chap: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_summary(cls, summary) -> PredictionOutcome:  # noqa: ANN001 - chap_client.PredictionSummary
+        # chap pads weekly ids (2027W01); the report speaks DHIS2 (2027W1).
+        periods = sorted(summary.periods, key=calendar_order)
+        return cls(
+            values=summary.values,
+            periods=[dhis2_id(p) for p in periods],
+            median_by_period={dhis2_id(p): summary.median_by_period[p] for p in periods if p in summary.median_by_period},
+            sums={q: {dhis2_id(p): v for p, v in sums.items()} for q, sums in summary.sum_by_quantile.items()},
+        )
+
+
+@dataclass
 class RunReport:
+    """The run's own objects (setup, window, fetch result, prediction, publish result) and its outcome."""
+
     setup_id: str
     dhis2_url: str
     location: str = ""
@@ -44,46 +73,27 @@ class RunReport:
     chap_version: str | None = None
     chap_api: str | None = None
     chap_error: str | None = None
-    # The configured model
+    # The configured model as chap returned it; its name alone when known without it (discovery)
+    setup: PredictionSetup | None = None
     setup_name: str | None = None
-    model_name: str | None = None
-    template_name: str | None = None
-    period_type: str | None = None
-    org_unit_count: int | None = None
-    covariates: list[str] = field(default_factory=list)
-    # Window
+    # Window: the end mode asked for, the window chosen, the latest periods probed
     end_mode: str | None = None
-    window_start: str | None = None
-    window_end: str | None = None
-    end_how: str | None = None
-    input_periods: int | None = None
+    window: InputWindow | None = None
     latest_by_covariate: dict[str, str] = field(default_factory=dict)
-    # Data
-    row_estimate: int | None = None
-    analytics_rows: int | None = None
-    observations: int | None = None
-    dropped: dict[str, int] = field(default_factory=dict)
-    org_units_without_geometry: list[str] = field(default_factory=list)
-    # org-unit id -> DHIS2 display name (from the org-unit fetch), so lists name what they mean
-    org_unit_names: dict[str, str] = field(default_factory=dict)
-    analytics_requests: int | None = None
-    longest_url: int | None = None
-    body_bytes: int | None = None
+    # Data fetched from DHIS2 (core/dhis2_fetch.py) and its fingerprint (core/fingerprint.py)
+    fetch: FetchResult | None = None
+    fingerprint: str | None = None
     # Prediction
     n_periods: int | None = None
     n_periods_how: str | None = None
     job_id: str | None = None
     prediction_id: int | None = None
-    prediction_values: int | None = None
-    predicted_periods: list[str] = field(default_factory=list)
-    org_units_dropped_by_chap: list[str] = field(default_factory=list)
-    median_by_period: dict[str, float] = field(default_factory=dict)
+    prediction: PredictionOutcome | None = None
     # chap's own outbreak alerts (setups with an alert policy only)
     chap_alerts: AlertsSummary | None = None
     # Publishing to DHIS2 (core/publish.py); None until publish_forecasts runs
     publish: PublishReport | None = None
-    # Inputs fingerprint (core.fingerprint); on a skip, the prediction that stays current
-    fingerprint: str | None = None
+    # On a skip as unchanged: the prediction that stays current
     current_prediction_id: str | None = None
     current_prediction_run_id: str | None = None
     # Things the operator should know that are not errors (e.g. a reconciled POST)
@@ -93,6 +103,66 @@ class RunReport:
     # Why a successful run is "succeeded with warnings" (core/run_warnings.py); [] for a plain success.
     warnings: list[str] = field(default_factory=list)
     warnings_summary: str = ""  # the same in a few words (overview table)
+
+    # ---- named reports that no step writes ----
+    @classmethod
+    def skipped(cls, setup_id: str, dhis2_url: str, *, location: str, setup_name: str | None, reason: str,
+                hint: str | None) -> RunReport:
+        """A report for a model that is not run (e.g. chap's schedule of it is not a valid cron)."""
+        report = cls(setup_id=setup_id, dhis2_url=dhis2_url, location=location, setup_name=setup_name)
+        report.skip(reason, hint)
+        return report
+
+    @classmethod
+    def backstop(cls, setup_id: str, dhis2_url: str, *, location: str, run_id: str, started_at: datetime | None,
+                 step: str, error: str, hint: str | None, job_id: str | None,
+                 canceled: bool = False, chap_job_id: str | None = None) -> RunReport:
+        """The report of a run that ended without writing one (defs/overview.py), from its own record."""
+        report = cls(setup_id=setup_id, dhis2_url=dhis2_url, location=location, run_id=run_id)
+        if started_at is not None:
+            report.started_at = started_at
+        report.status, report.failed_step, report.error, report.hint = "failed", step, error, hint
+        report.job_id = job_id
+        report.finish()
+        if canceled:
+            from .cancellation import mark_canceled  # it imports this module
+
+            # Canceled, not failed; the chap job id (tagged by await_prediction) says what may still run in chap.
+            mark_canceled(report, step, chap_job_id)
+        return report
+
+    # ---- what the objects say (read by run_warnings, publishing and the markdown) ----
+    @property
+    def name(self) -> str | None:
+        return self.setup.name if self.setup is not None else self.setup_name
+
+    @property
+    def period_type(self) -> str | None:
+        return self.setup.period_type if self.setup is not None else None
+
+    @property
+    def org_unit_count(self) -> int | None:
+        return len(self.setup.org_units) if self.setup is not None else None
+
+    @property
+    def org_unit_names(self) -> dict[str, str]:
+        return self.fetch.org_unit_names if self.fetch is not None else {}
+
+    @property
+    def org_units_without_geometry(self) -> list[str]:
+        return self.fetch.org_units_without_geometry if self.fetch is not None else []
+
+    @property
+    def analytics_rows(self) -> int | None:
+        return self.fetch.analytics_rows if self.fetch is not None else None
+
+    @property
+    def predicted_periods(self) -> list[str]:
+        return self.prediction.periods if self.prediction is not None else []
+
+    @property
+    def org_units_dropped_by_chap(self) -> list[str]:
+        return self.prediction.org_units_dropped_by_chap if self.prediction is not None else []
 
     # ---- outcome ----
     def fail(self, step: str, exc: BaseException) -> None:
@@ -131,44 +201,46 @@ class RunReport:
     # ---- output ----
     def metadata(self) -> dict[str, str | int | float]:
         """Plain figures for asset metadata (never None: Dagster wants concrete values)."""
-        values: dict[str, str | int | float | None] = {
-            "status": self.status,
-            "failed_step": self.failed_step or "",
-            "error": self.error or "",
-            "configured_model_id": self.setup_id,
-            "configured_model": self.setup_name or "",
-            "prediction_id": self.prediction_id if self.prediction_id is not None else "",
-            "job_id": self.job_id or "",
-            "window": f"{self.window_start}..{self.window_end}" if self.window_start else "",
-            "input_periods": self.input_periods,
-            "row_estimate": self.row_estimate,
-            "analytics_rows": self.analytics_rows,
-            "observations": self.observations,
-            "longest_url": self.longest_url,
-            "prediction_values": self.prediction_values,
-            "duration_seconds": round(self.duration_seconds, 2),
-            "run_id": self.run_id,
-            "hint": self.hint or "",
-            "period_type": self.period_type or "",
-            "fingerprint": self.fingerprint,
-            "current_prediction_id": self.current_prediction_id,
-            "current_prediction_run_id": self.current_prediction_run_id,
-            "warnings": len(self.warnings),
-            "warnings_text": "\n".join(self.warnings),  # one a line (the CLI prints them so)
-            "warnings_summary": self.warnings_summary,
+        w, f, p = self.window, self.fetch, self.prediction
+        values: dict[Key, str | int | float | None] = {
+            Key.STATUS: self.status,
+            Key.FAILED_STEP: self.failed_step or "",
+            Key.ERROR: self.error or "",
+            Key.CONFIGURED_MODEL_ID: self.setup_id,
+            Key.CONFIGURED_MODEL: self.name or "",
+            Key.PREDICTION_ID: self.prediction_id if self.prediction_id is not None else "",
+            Key.JOB_ID: self.job_id or "",
+            Key.WINDOW: f"{w.start.id}..{w.end.id}" if w else "",
+            Key.INPUT_PERIODS: len(w.periods) if w else None,
+            Key.ROW_ESTIMATE: f.row_estimate if f else None,
+            Key.ANALYTICS_ROWS: f.analytics_rows if f else None,
+            Key.OBSERVATIONS: f.observations if f else None,
+            Key.LONGEST_URL: f.longest_url if f else None,
+            Key.PREDICTION_VALUES: p.values if p else None,
+            Key.DURATION_SECONDS: round(self.duration_seconds, 2),
+            Key.RUN_ID: self.run_id,
+            Key.HINT: self.hint or "",
+            Key.PERIOD_TYPE: self.period_type or "",
+            Key.FINGERPRINT: self.fingerprint,
+            Key.CURRENT_PREDICTION_ID: self.current_prediction_id,
+            Key.CURRENT_PREDICTION_RUN_ID: self.current_prediction_run_id,
+            Key.WARNINGS: len(self.warnings),
+            Key.WARNINGS_TEXT: "\n".join(self.warnings),  # one a line (the CLI prints them so)
+            Key.WARNINGS_SUMMARY: self.warnings_summary,
         }
+        out = {str(k): v for k, v in values.items() if v is not None}
         if self.chap_alerts is not None:
-            values.update(self.chap_alerts.metadata())
+            out.update(self.chap_alerts.metadata())
         if self.publish is not None:
-            values.update(self.publish.metadata())
-        return {k: v for k, v in values.items() if v is not None}
+            out.update(self.publish.metadata())
+        return out
 
     def markdown(self) -> str:
         return render_markdown(self)
 
 
 def render_markdown(r: RunReport) -> str:
-    title = r.setup_name or f"configured model {r.setup_id}"
+    title = r.name or f"configured model {r.setup_id}"
     lines = [
         f"# Run report: {title}",
         "",
@@ -210,35 +282,20 @@ def render_markdown(r: RunReport) -> str:
     else:
         lines.append("- not contacted")
     lines += ["", "## Configured model", ""]
-    lines.append(f"- **Id:** {r.setup_id}" + (f" — {r.setup_name}" if r.setup_name else ""))
-    if r.model_name:
-        lines.append(f"- **Model:** {r.model_name}" + (f" ({r.template_name})" if r.template_name else ""))
-    _opt(lines, "Period type", r.period_type)
-    _opt(lines, "Org units", r.org_unit_count)
-    if r.covariates:
-        lines.append(f"- **Covariates:** {', '.join(r.covariates)}")
-    if r.window_start or r.end_mode:
+    lines.append(f"- **Id:** {r.setup_id}" + (f" — {r.name}" if r.name else ""))
+    lines += _setup_lines(r.setup)
+    w = r.window
+    if w or r.end_mode:
         lines += ["", "## Input window", ""]
         _opt(lines, "End mode", r.end_mode)
-        if r.window_start:
-            lines.append(f"- **Window:** {r.window_start} .. {r.window_end} ({r.input_periods} periods)")
-        _opt(lines, "End chosen by", r.end_how)
+        if w:
+            lines.append(f"- **Window:** {w.start.id} .. {w.end.id} ({len(w.periods)} periods)")
+            _opt(lines, "End chosen by", w.end_how)
         if r.latest_by_covariate:
             latest = ", ".join(f"{k} {v}" for k, v in sorted(r.latest_by_covariate.items()))
             lines.append(f"- **Latest period with data:** {latest}")
-    if r.row_estimate is not None or r.analytics_rows is not None:
-        lines += ["", "## DHIS2 data", ""]
-        _opt(lines, "Rows estimated (preflight)", _num(r.row_estimate))
-        _opt(lines, "Analytics rows fetched", _num(r.analytics_rows))
-        _opt(lines, "Observations sent to chap", _num(r.observations))
-        for reason, count in sorted(r.dropped.items()):
-            lines.append(f"- **Rows dropped — {reason}:** {count:,}")
-        if r.org_units_without_geometry:
-            lines.append(f"- **Org units without geometry:** {named(r.org_units_without_geometry, r.org_unit_names)}")
-        if r.analytics_requests is not None:
-            longest = f" (longest URL {r.longest_url:,} bytes)" if r.longest_url is not None else ""
-            lines.append(f"- **Analytics requests:** {r.analytics_requests}{longest}")
-        _opt(lines, "Request body", f"{r.body_bytes / 1e6:.1f} MB" if r.body_bytes else None)
+    if r.fetch is not None:
+        lines += _fetch_lines(r.fetch)
         _opt(lines, "Inputs fingerprint", f"`{r.fingerprint}`" if r.fingerprint else None)
     if r.n_periods is not None or r.job_id or r.current_prediction_id:
         lines += ["", "## Prediction", ""]
@@ -251,23 +308,59 @@ def render_markdown(r: RunReport) -> str:
         for note in r.notes:
             lines.append(f"- **Note:** {note}")
         _opt(lines, "Prediction id", r.prediction_id)
-        _opt(lines, "Prediction values", _num(r.prediction_values))
-        if r.predicted_periods:
-            lines.append(f"- **Predicted periods:** {_periods(r.predicted_periods, 6)}")
-        if r.org_units_dropped_by_chap:
-            lines.append(
-                f"- **Org units chap silently dropped:** {len(r.org_units_dropped_by_chap)} — "
-                f"{named(r.org_units_dropped_by_chap, r.org_unit_names)} (chap found missing covariate values for them)"
-            )
-        if r.median_by_period:
-            lines += ["", "| period | median forecast, summed over org units |", "|---|---:|"]
-            lines += [f"| {p} | {v:,.1f} |" for p, v in r.median_by_period.items()]
+        if r.prediction is not None:
+            lines += _prediction_lines(r.prediction, r.org_unit_names)
     lines += render_alerts_section(r.chap_alerts)
     if r.publish is not None:
         from .publish_report import render_publish_section
 
         lines += render_publish_section(r.publish)
     return "\n".join(lines) + "\n"
+
+
+def _setup_lines(setup: PredictionSetup | None) -> list[str]:
+    if setup is None:
+        return []
+    lines = []
+    if setup.model_name:
+        template = setup.template.display_name if setup.template else None
+        lines.append(f"- **Model:** {setup.model_name}" + (f" ({template})" if template else ""))
+    _opt(lines, "Period type", setup.period_type)
+    _opt(lines, "Org units", len(setup.org_units))
+    if setup.covariate_sources:
+        covariates = ", ".join(f"{s.covariate} ({s.data_element_id})" for s in setup.covariate_sources)
+        lines.append(f"- **Covariates:** {covariates}")
+    return lines
+
+
+def _fetch_lines(f: FetchResult) -> list[str]:
+    lines = ["", "## DHIS2 data", ""]
+    _opt(lines, "Rows estimated (preflight)", _num(f.row_estimate))
+    _opt(lines, "Analytics rows fetched", _num(f.analytics_rows))
+    _opt(lines, "Observations sent to chap", _num(f.observations))
+    for reason, count in sorted(f.dropped.items()):
+        lines.append(f"- **Rows dropped — {reason}:** {count:,}")
+    if f.org_units_without_geometry:
+        lines.append(f"- **Org units without geometry:** {named(f.org_units_without_geometry, f.org_unit_names)}")
+    lines.append(f"- **Analytics requests:** {f.analytics_requests} (longest URL {f.longest_url:,} bytes)")
+    _opt(lines, "Request body", f"{f.body_bytes / 1e6:.1f} MB" if f.body_bytes else None)
+    return lines
+
+
+def _prediction_lines(p: PredictionOutcome, names: dict[str, str]) -> list[str]:
+    lines: list[str] = []
+    _opt(lines, "Prediction values", _num(p.values))
+    if p.periods:
+        lines.append(f"- **Predicted periods:** {_periods(p.periods, 6)}")
+    if p.org_units_dropped_by_chap:
+        lines.append(
+            f"- **Org units chap silently dropped:** {len(p.org_units_dropped_by_chap)} — "
+            f"{named(p.org_units_dropped_by_chap, names)} (chap found missing covariate values for them)"
+        )
+    if p.median_by_period:
+        lines += ["", "| period | median forecast, summed over org units |", "|---|---:|"]
+        lines += [f"| {period} | {v:,.1f} |" for period, v in p.median_by_period.items()]
+    return lines
 
 
 def _status_line(r: RunReport) -> str:
@@ -303,11 +396,6 @@ def _periods(items: list[str], limit: int) -> str:
     if len(items) <= limit:
         return ", ".join(items)
     return f"{items[0]}..{items[-1]} ({len(items)} periods)"
-
-
-def _list(items: list[str], limit: int) -> str:
-    shown = ", ".join(items[:limit])
-    return shown if len(items) <= limit else f"{shown} … ({len(items)} in all)"
 
 
 def _num(value: int | None) -> str | None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from ..settings import SchedulerSettings
 from .chap_client import ChapClient
 from .errors import ChapHttpError, SchedulerError
-from .periods import calendar_order, dhis2_id
 from .prediction_steps import PredictionRun, report_quantiles
+from .report import PredictionOutcome
 
 
 def load_prediction(run: PredictionRun, chap: ChapClient, settings: SchedulerSettings, prediction_id: int) -> None:
@@ -34,9 +34,6 @@ def load_prediction(run: PredictionRun, chap: ChapClient, settings: SchedulerSet
     run.report.prediction_id = prediction_id
     run.report.n_periods = (prediction or {}).get("nPeriods")
     run.report.n_periods_how = "as stored with the prediction in chap"
-    summary = chap.summarize_prediction(prediction_id, report_quantiles(setup, settings))
-    periods = sorted(summary.periods, key=calendar_order)
-    run.report.prediction_values = summary.values
-    run.report.predicted_periods = [dhis2_id(p) for p in periods]
-    run.report.median_by_period = {dhis2_id(p): summary.median_by_period[p] for p in periods if p in summary.median_by_period}
-    run.forecast_sums = {q: {dhis2_id(p): v for p, v in sums.items()} for q, sums in summary.sum_by_quantile.items()}
+    run.report.prediction = PredictionOutcome.from_summary(
+        chap.summarize_prediction(prediction_id, report_quantiles(setup, settings))
+    )

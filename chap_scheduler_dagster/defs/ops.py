@@ -58,8 +58,8 @@ def probe_covariates(
                 "the run has no partition", hint="Pick a configured model (partition) in the launchpad."
             )
         with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
-            steps.connect(run, reader, chap, log=context.log.info)
-            tag_running_run(context, model_tags(run.report.setup_name))
+            steps.connect(run, reader, chap, context.partition_key, log=context.log.info)
+            tag_running_run(context, model_tags(run.report.name))
             steps.choose_window(run, request, reader, settings, today=settings.today(), log=context.log.info)
     return run
 

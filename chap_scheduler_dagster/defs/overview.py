@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from ..core.cancellation import mark_canceled
 from ..core.errors import redact_url
 from ..core.overview import TABLE_COLUMNS, OverviewRow, render_overview, table_rows
 from ..core.report import RunReport
+from ..core.report_metadata import Key, count, text
 from ..core.run_warnings import SUCCEEDED_WITH_WARNINGS, is_success
 from ..settings import get_settings
 from .assets import report_asset_key
@@ -48,19 +48,6 @@ chap_predictions_overview = dg.AssetSpec(
 
 
 # ---- reading the reports -------------------------------------------------------------------
-
-
-def _value(metadata: dict, key: str) -> str:
-    entry = metadata.get(key)
-    if entry is None:
-        return ""
-    value = getattr(entry, "value", entry)
-    return "" if value is None else str(value)
-
-
-def _int(metadata: dict, key: str) -> int:
-    value = _value(metadata, key)
-    return int(value) if value.isdigit() else 0
 
 
 def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None = None) -> list[OverviewRow]:
@@ -90,22 +77,22 @@ def latest_report_rows(instance: dg.DagsterInstance, known: Iterable[str] | None
         record = records[0]
         meta = dict(record.asset_materialization.metadata) if record.asset_materialization else {}
         # A run that failed before it met chap does not know the name; an earlier report may.
-        names = (_value(dict(r.asset_materialization.metadata), "configured_model") for r in records
+        names = (text(dict(r.asset_materialization.metadata), Key.CONFIGURED_MODEL) for r in records
                  if r.asset_materialization)
         rows.append(
             OverviewRow(
                 setup_id=key,
                 name=next((n for n in names if n), ""),
-                status=_value(meta, "status"),
+                status=text(meta, Key.STATUS),
                 when=datetime.fromtimestamp(record.timestamp, UTC),
-                failed_step=_value(meta, "failed_step"),
-                error=_value(meta, "error"),
-                prediction_id=_value(meta, "prediction_id"),
-                run_id=record.run_id or _value(meta, "run_id"),
+                failed_step=text(meta, Key.FAILED_STEP),
+                error=text(meta, Key.ERROR),
+                prediction_id=text(meta, Key.PREDICTION_ID),
+                run_id=record.run_id or text(meta, Key.RUN_ID),
                 deleted=key not in known,
-                alerts=_int(meta, "chap_alerts"),
-                alerts_pending=_int(meta, "chap_alerts_pending"),
-                warnings=_value(meta, "warnings_summary") or _value(meta, "warnings_text").replace("\n", "; "),
+                alerts=count(meta, Key.CHAP_ALERTS),
+                alerts_pending=count(meta, Key.CHAP_ALERTS_PENDING),
+                warnings=text(meta, Key.WARNINGS_SUMMARY) or text(meta, Key.WARNINGS_TEXT).replace("\n", "; "),
                 **_last_success(records),
             )
         )
@@ -119,11 +106,11 @@ LAST_SUCCESS_LOOKBACK = 50
 def _last_success(records) -> dict:
     for record in records:
         meta = dict(record.asset_materialization.metadata) if record.asset_materialization else {}
-        if is_success(_value(meta, "status")):
+        if is_success(text(meta, Key.STATUS)):
             return {
                 "last_success_when": datetime.fromtimestamp(record.timestamp, UTC),
-                "last_success_prediction_id": _value(meta, "prediction_id"),
-                "last_success_run_id": record.run_id or _value(meta, "run_id"),
+                "last_success_prediction_id": text(meta, Key.PREDICTION_ID),
+                "last_success_run_id": record.run_id or text(meta, Key.RUN_ID),
             }
     return {}
 
@@ -196,7 +183,7 @@ def _run_has_report(instance: dg.DagsterInstance, run_id: str, key: str) -> bool
     ).records
     for record in records:
         metadata = record.asset_materialization.metadata if record.asset_materialization else {}
-        if record.run_id == run_id or _value(dict(metadata), "run_id") == run_id:
+        if record.run_id == run_id or text(dict(metadata), Key.RUN_ID) == run_id:
             return True
     return False
 
@@ -209,25 +196,14 @@ def backstop_report(
     if not key or _run_has_report(instance, run.run_id, key):
         return None
     cause = cause_of(instance, run, key)  # from the run's own events and tags (core/run_cause.py)
-    report = RunReport(
-        setup_id=key,
-        dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", "")),
-        location=get_settings().location_name,
-        run_id=run.run_id,
-    )
     stats = instance.get_run_stats(run.run_id)
-    if stats.start_time:
-        report.started_at = datetime.fromtimestamp(stats.start_time, UTC)
-    report.status = "failed"
-    report.failed_step = cause.step
-    report.error = cause.text or "the run failed before its steps could write a report"
-    report.hint = cause.hint
-    report.job_id = run.tags.get(JOB_TAG) or None
-    report.finish()
-    if run.status == dg.DagsterRunStatus.CANCELED:
-        # Canceled, not failed; the chap job id (tagged by await_prediction) says what may still run in chap.
-        mark_canceled(report, cause.step, run.tags.get(CHAP_JOB_TAG))
-    return report
+    return RunReport.backstop(
+        key, redact_url(os.environ.get("DHIS2_BASE_URL", "")), location=get_settings().location_name,
+        run_id=run.run_id, started_at=datetime.fromtimestamp(stats.start_time, UTC) if stats.start_time else None,
+        step=cause.step, error=cause.text or "the run failed before its steps could write a report", hint=cause.hint,
+        job_id=run.tags.get(JOB_TAG) or None,
+        canceled=run.status == dg.DagsterRunStatus.CANCELED, chap_job_id=run.tags.get(CHAP_JOB_TAG),
+    )
 
 
 # ---- the sensors ---------------------------------------------------------------------------

@@ -70,9 +70,9 @@ def chap_forecast_metadata(run: PredictionRun) -> dict[str, object]:
         # covered = the configured model's org units minus those without geometry and those chap dropped
         "org_units": max(0, (r.org_unit_count or 0) - len(r.org_units_without_geometry) - len(r.org_units_dropped_by_chap)),
         "org_units_dropped_by_chap": len(r.org_units_dropped_by_chap),
-        "prediction_values": r.prediction_values or 0,
+        "prediction_values": r.prediction.values if r.prediction else 0,
     }
-    sums = run.forecast_sums
+    sums = r.prediction.sums if r.prediction else {}
     if sums:
         quantiles = sorted(sums)
         shown = [q for q in (quantiles[0], 0.5, quantiles[-1]) if q in sums]
@@ -206,7 +206,7 @@ def republish_forecast(context: dg.OpExecutionContext, config: RepublishConfig, 
     run = PredictionRun(report=report)
     with report_step(context, run, "republish_forecast"):
         with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
-            steps.connect(run, reader, chap, log=context.log.info)
+            steps.connect(run, reader, chap, key, log=context.log.info)
             load_prediction(run, chap, settings, config.prediction_id)
         _publish(context, run, dhis2, config.mode)
     run.report.succeed()

@@ -21,9 +21,10 @@ def continue_run(
         return
     context.log.info(line)
     if dhis2 is not None and body_missing(run):
+        window = run.window
         context.log.info(
             "the parent run's request body was removed after its POST: fetching it again from DHIS2 "
-            f"for the same window {run.report.window_start}..{run.report.window_end}"
+            f"for the same window {window.start.id if window else None}..{window.end.id if window else None}"
         )
         settings = get_settings()
         with report_step(context, run, step), dhis2.reader(settings) as reader:

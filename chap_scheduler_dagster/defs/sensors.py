@@ -147,19 +147,12 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
 
     asset_events = []
     for bad in plan.newly_bad:
-        report = RunReport(
-            setup_id=str(bad.setup_id),
-            dhis2_url=redact_url(dhis2.base_url),
-            location=settings.location_name,
-            setup_name=bad.name,
+        report = RunReport.skipped(
+            str(bad.setup_id), redact_url(dhis2.base_url), location=settings.location_name, setup_name=bad.name,
+            reason=f"chap's schedule {bad.cron!r} is not a valid cron expression: {bad.error}",
+            hint="Fix scheduleCronExpression of this configured model in chap (five fields: minute hour "
+            "day-of-month month day-of-week). Manual launches still work.",
         )
-        report.status = "skipped"
-        report.error = f"chap's schedule {bad.cron!r} is not a valid cron expression: {bad.error}"
-        report.hint = (
-            "Fix scheduleCronExpression of this configured model in chap (five fields: minute hour "
-            "day-of-month month day-of-week). Manual launches still work."
-        )
-        report.finish()
         asset_events.append(report_materialization(report))
 
     # What is due next, from chap's crons (this tick's cursor) and the operator schedule if it is on.
