@@ -1,0 +1,329 @@
+"""Every "What to do" that can be followed in the sandbox, followed: the failure is induced, its advice is
+shown, the advice is carried out as written (the setting, the environment variable, the launchpad config,
+chap's configured model or DHIS2's metadata it names), and the next run gets past the failure.
+
+The inventory of all advice, with the ones that cannot be followed here and why, is docs/advice.md.
+Runs are in process against the sandbox, with the dhis2 resource the code location builds from its
+environment (so "set DHIS2_PASSWORD" is followed by setting DHIS2_PASSWORD).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dagster as dg
+import httpx
+import pytest
+import yaml
+
+from chap_scheduler_dagster.core.preflight import ERROR, OK, WARNING, run_preflight
+from chap_scheduler_dagster.defs.assets import report_asset_key
+from chap_scheduler_dagster.defs.health import open_chap, open_reader
+from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
+from chap_scheduler_dagster.defs.partitions import configured_models_partitions
+from chap_scheduler_dagster.defs.resources import dhis2_resource_definition
+from chap_scheduler_dagster.settings import get_settings
+from dhis2_sandbox import Sandbox, SandboxConfig
+from dhis2_sandbox.world import DE_CASES, DE_PRED_HIGH, DE_PRED_MEDIAN, DE_PRED_SHORT, DE_RAIN, DE_TEMP, DS_SHORT, ROOT_OU
+
+PASSWORD = "district"
+NO_WINDOW: dict = {}
+
+
+@pytest.fixture(scope="module")
+def shared_instance():
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+@pytest.fixture
+def instance(shared_instance):
+    shared_instance.wipe()
+    return shared_instance
+
+
+@pytest.fixture
+def sb():
+    with Sandbox(SandboxConfig(port=0, job_seconds=0.1)) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def env(monkeypatch, sb, tmp_path):
+    """The code location's environment, pointing at the sandbox (in a folder without a .env)."""
+    for name in list(os.environ):
+        if name.startswith("DHIS2_") or (
+            name.startswith("CHAP_SCHEDULER_")
+            and name not in ("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS")
+        ):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DHIS2_BASE_URL", sb.base_url)
+    monkeypatch.setenv("DHIS2_USERNAME", "admin")
+    monkeypatch.setenv("DHIS2_PASSWORD", PASSWORD)
+    monkeypatch.chdir(tmp_path)
+    get_settings.cache_clear()
+    return monkeypatch
+
+
+@dataclass
+class Outcome:
+    success: bool
+    failed_step: str | None
+    error: str
+    hint: str  # the report's "What to do" (or the fix Dagster shows for a resource that could not start)
+    report: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+def launch(instance, key: str | None = "1", window: dict | None = None, *, config: dict | None = None) -> Outcome:
+    """One run as the code location makes it (resource from the environment), and what the operator reads."""
+    get_settings.cache_clear()  # settings are read when a run starts
+    if key is not None:
+        instance.add_dynamic_partitions(configured_models_partitions.name, [key])
+    result = dhis2_chap_prediction.execute_in_process(
+        partition_key=key, instance=instance,
+        resources={"dhis2": dhis2_resource_definition()},
+        run_config=config if config is not None else {"ops": {"probe_covariates": {"config": window or {}}}},
+        raise_on_error=False,
+    )
+    [init_failure] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RESOURCE_INIT_FAILURE) or [None]
+    if init_failure is not None:  # no step ran: the run's own error carries the fix (core/run_cause.py reads it)
+        text = init_failure.dagster_event.event_specific_data.error.to_string()
+        error, _, hint = text.partition("What to do: ")
+        return Outcome(result.success, None, error, hint)
+    records = [r for r in instance.fetch_materializations(report_asset_key, limit=1).records
+               if r.run_id == result.run_id]
+    if not records:  # a run without a partition writes no report: the step's failure carries the fix
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        facts = failure.step_failure_data.user_failure_data.metadata
+        return Outcome(result.success, failure.step_key, facts["error"].value, facts["hint"].value)
+    meta = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+    assert PASSWORD not in meta["report"]
+    return Outcome(result.success, meta.get("failed_step") or None, meta.get("error") or "", meta.get("hint") or "",
+                   meta["report"], meta)
+
+
+def healthy_setup(sb: Sandbox, **fields) -> int:
+    """A configured model with fresh covariates and org units that all have geometry."""
+    units = [u for u in sb.world.ou_ids if u != sb.world.no_geometry_ou]
+    base = dict(name="Healthy", periodType="month", orgUnits=units, startPeriod=sb.chap.setups[1]["startPeriod"],
+                covariateSources=[{"covariate": "disease_cases", "dataElementId": DE_CASES},
+                                  {"covariate": "rainfall", "dataElementId": DE_RAIN}],
+                scheduleCronExpression="0 6 * * 1", scheduleEnabled=True,
+                quantileTargets=[{"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN}])
+    return sb.chap.add_setup(base | fields)["id"]
+
+
+def change_setup(sb: Sandbox, setup_id: int, **fields) -> None:
+    """An edit of the configured model in chap (the advice's "fix … in chap")."""
+    sb.chap.add_setup(sb.chap.setups[setup_id] | fields)
+
+
+# ---- runs: the failure, its advice, the advice followed ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunCase:
+    """``induce`` sets the failure up and returns the launch arguments; ``follow`` carries out the advice
+    (given the failed outcome) and returns the launch arguments of the next run."""
+
+    id: str
+    induce: Callable[[Sandbox, pytest.MonkeyPatch], dict]
+    step: str | None  # where the run fails (None: before any step, at resource start)
+    advice: str  # words of the advice the operator must see
+    follow: Callable[[Sandbox, pytest.MonkeyPatch, Outcome], dict]
+
+
+def _stale_rain(sb, env):
+    sb.make_stale(DE_RAIN, 20)  # no rainfall within LAST_12_MONTHS
+    return {}
+
+
+def _import_rain(sb, env, failed):
+    sb.make_stale(DE_RAIN, -20)  # the missing values imported into DHIS2
+    return {}
+
+
+def _end_where_rain_ends(sb, env, failed):
+    """end_mode offset, back to the last month with rainfall (as DHIS2's data entry shows it)."""
+    from dhis2_sandbox import periods as P
+
+    back = P.index_of("month", sb.world.today) - sb.world.data_elements[DE_RAIN].last
+    return {"window": {"end_mode": "offset", "end_period_offset": back}}
+
+
+def _closed_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _raise_to_the_estimate(sb, env, failed):
+    [estimate] = re.findall(r"fetch up to ([\d,]+) analytics rows", failed.error)
+    env.setenv("CHAP_SCHEDULER_ROW_BUDGET", estimate.replace(",", ""))  # raised just enough
+    return {}
+
+
+def _slow_model(sb, env):
+    sb.chap.job_seconds = 1.0
+    env.setenv("CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS", "0.3")
+    return {}
+
+
+def _short_fixed_window(sb, env):
+    start = sb.chap.setups[1]["startPeriod"]
+    end = f"{int(start[:4]) + 1}-{start[4:]}-01"  # 13 months from the start: chap's job refuses to train
+    return {"window": {"end_mode": "fixed", "end_date": end}}
+
+
+def _the_yaml_of_the_advice(sb, env, failed):
+    [snippet] = re.findall(r"```yaml\n(.*?)\n```", failed.hint, re.S)
+    return {"config": yaml.safe_load(snippet)}
+
+
+# Cases and rainfall only (both up to last month): the forecast reaches two months ahead.
+SHORT_RUN = {"key": "9", "window": {"end_mode": "offset", "end_period_offset": 1}}
+
+
+def _forecast_into_a_short_data_set(sb, env):
+    sb.chap.add_setup(id=9, name="short", periodType="month",
+                      quantileTargets=[{"quantile": "0.5", "dataElementId": DE_PRED_SHORT}])
+    return SHORT_RUN
+
+
+def _open_future_periods(sb, data_set: str, periods: int) -> None:
+    """The data set's openFuturePeriods, as set in DHIS2's maintenance app."""
+    [ds] = [d for d in sb.world.data_sets if d["id"] == data_set]
+    ds["openFuturePeriods"] = periods
+
+
+def _window_before_the_start(sb, env):
+    return {"window": {"end_mode": "fixed", "end_date": "2001-01-01"}}
+
+
+RUN_CASES = [
+    RunCase("invalid launch config (InvalidRunConfig)",
+            lambda sb, env: {"window": {"end_mode": "offset"}},
+            "probe_covariates", "Fix ops.probe_covariates.config in the launchpad",
+            lambda sb, env, f: {"window": {"end_mode": "offset", "end_period_offset": 3}}),
+    RunCase("window that ends before the model's start (run_window)",
+            _window_before_the_start,
+            "probe_covariates", "Choose another end (end_mode fixed/offset)",
+            lambda sb, env, f: {"window": {"end_mode": "offset", "end_period_offset": 3}}),
+    RunCase("wrong DHIS2 password (Dhis2AuthFailed)",
+            lambda sb, env: env.setenv("DHIS2_PASSWORD", "not-the-password") or {},
+            "probe_covariates", "Check DHIS2_USERNAME and DHIS2_PASSWORD",
+            lambda sb, env, f: env.setenv("DHIS2_PASSWORD", PASSWORD) or {}),
+    RunCase("DHIS2 not reachable (Dhis2Unreachable)",
+            lambda sb, env: env.setenv("DHIS2_BASE_URL", _closed_port()) or {},
+            "probe_covariates", "Check DHIS2_BASE_URL and that DHIS2 is up",
+            lambda sb, env, f: env.setenv("DHIS2_BASE_URL", sb.base_url) or {}),
+    RunCase("DHIS2_BASE_URL not the DHIS2 root (dhis2 404 system_info)",
+            lambda sb, env: env.setenv("DHIS2_BASE_URL", sb.base_url + "/dhis") or {},
+            "probe_covariates", "Set DHIS2_BASE_URL to the DHIS2 root",
+            lambda sb, env, f: env.setenv("DHIS2_BASE_URL", sb.base_url) or {}),
+    RunCase("DHIS2 variable missing (MissingVariable)",
+            lambda sb, env: env.delenv("DHIS2_PASSWORD") or {},
+            None, "Set DHIS2_PASSWORD in the environment of the code location",
+            lambda sb, env, f: env.setenv("DHIS2_PASSWORD", PASSWORD) or {}),
+    RunCase("{env: …} in the launch config (CredentialsRefused)",
+            lambda sb, env: {"config": {"ops": {"probe_covariates": {"config": {
+                "end_mode": "fixed", "end_date": {"env": "DHIS2_PASSWORD"}}}}}},
+            None, "Remove the {env: ...} entries from the launch config",
+            lambda sb, env, f: {"config": {"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}}}),
+    RunCase("chap-core down behind the route (chap 502)",
+            lambda sb, env: setattr(sb.faults, "route_down", True) or {},
+            "probe_covariates", "Check that chap-core is running",
+            lambda sb, env, f: setattr(sb.faults, "route_down", False) or {}),
+    RunCase("no route 'chap' in DHIS2 (ChapRouteMissing)",
+            lambda sb, env: setattr(sb, "route_present", False) or {},
+            "probe_covariates", "Create a DHIS2 route with code 'chap'",
+            lambda sb, env, f: setattr(sb, "route_present", True) or {}),
+    RunCase("user may not run the route (dhis2 403 on the route)",
+            lambda sb, env: (setattr(sb, "route_authorities", ["M_chap_route"]),
+                             setattr(sb, "user_authorities", ["F_VIEW_EVENT_ANALYTICS"])) and {},
+            "probe_covariates", "Add one of the route's authorities to the DHIS2 user",
+            lambda sb, env, f: sb.user_authorities.append("M_chap_route") or {}),
+    RunCase("no covariate data in the last periods (CovariateDataMissing)",
+            _stale_rain, "probe_covariates", "import the data into DHIS2",
+            _import_rain),
+    RunCase("no covariate data in the last periods, the end chosen (CovariateDataMissing)",
+            _stale_rain, "probe_covariates", "ending at or before the last period that has data for it",
+            _end_where_rain_ends),
+    RunCase("over the row budget (RowBudgetExceeded)",
+            lambda sb, env: env.setenv("CHAP_SCHEDULER_ROW_BUDGET", "100") or {},
+            "fetch_analytics", "Raise CHAP_SCHEDULER_ROW_BUDGET",
+            _raise_to_the_estimate),
+    RunCase("a slow model (ChapJobTimeout)",
+            _slow_model, "await_prediction", "Raise CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS if the model is slow",
+            lambda sb, env, f: env.setenv("CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS", "30") or {}),
+    RunCase("POST answer lost, nothing created (ChapPredictionNotCreated)",
+            lambda sb, env: (env.setenv("CHAP_SCHEDULER_RECONCILE_SECONDS", "0.3"),
+                             sb.faults.update({"chap_post": "not_created"})) and {},
+            "submit_prediction", "Launching again is safe",
+            lambda sb, env, f: {}),
+    RunCase("a fixed window too short to train on (job failure, end_mode fixed)",
+            _short_fixed_window, "await_prediction", "launch with the latest end instead",
+            _the_yaml_of_the_advice),
+    RunCase("DHIS2 overloaded: every attempt answers 503 (dhis2 503)",
+            lambda sb, env: setattr(sb.faults, "fail_next", 4) or {},  # CHAP_SCHEDULER_HTTP_GET_ATTEMPTS
+            "probe_covariates", "Try again later",
+            lambda sb, env, f: {}),  # later: the fault has passed
+    RunCase("DHIS2 slower than the HTTP timeout (Dhis2Unreachable, timeout)",
+            lambda sb, env: (setattr(sb.faults, "slow_seconds", 0.3),
+                             env.setenv("CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS", "0.1")) and {},
+            "probe_covariates", "raise CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS",
+            lambda sb, env, f: env.setenv("CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS", "10") or {}),
+    RunCase("a data element DHIS2 does not have (dhis2 409 E7124 on analytics)",
+            lambda sb, env: change_setup(sb, 1, covariateSources=[
+                {"covariate": "disease_cases", "dataElementId": DE_CASES},
+                {"covariate": "rainfall", "dataElementId": "deNoSuchEl1"}]) or {},
+            "probe_covariates", "fix the covariate's data element in chap's configured model",
+            lambda sb, env, f: change_setup(sb, 1, covariateSources=[
+                {"covariate": "disease_cases", "dataElementId": DE_CASES},
+                {"covariate": "rainfall", "dataElementId": DE_RAIN}]) or {}),
+    RunCase("publishing: org units outside the user's capture org units (target preflight)",
+            lambda sb, env: setattr(sb, "capture_roots", ["SomewhereEl"]) or {},
+            "publish_forecasts", "Give the scheduler's DHIS2 user a data capture org unit above them",
+            lambda sb, env, f: setattr(sb, "capture_roots", [ROOT_OU]) or {}),
+    RunCase("publishing: a target data element DHIS2 does not have (target preflight)",
+            lambda sb, env: change_setup(sb, 1, quantileTargets={"median": DE_PRED_MEDIAN,
+                                                                 "quantile_high": "deNotThere"}) or {},
+            "publish_forecasts", "fix the target in chap",
+            lambda sb, env, f: change_setup(sb, 1, quantileTargets={"median": DE_PRED_MEDIAN,
+                                                                    "quantile_high": DE_PRED_HIGH}) or {}),
+    RunCase("publishing: periods past the data set's open future periods (conflict E7641)",
+            _forecast_into_a_short_data_set,
+            "publish_forecasts", "set the data set's openFuturePeriods to at least the horizon",
+            lambda sb, env, f: _open_future_periods(sb, DS_SHORT, get_settings().horizon_month) or SHORT_RUN),
+    RunCase("no partition (run without a configured model)",
+            lambda sb, env: {"key": None},
+            "probe_covariates", "Pick a configured model (partition) in the launchpad",
+            lambda sb, env, f: {"key": "1"}),
+]
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=[c.id for c in RUN_CASES])
+def test_the_advice_followed_gets_the_run_past_the_failure(case: RunCase, env, sb, instance):
+    failed = launch(instance, **case.induce(sb, env))
+    assert not failed.success and failed.failed_step == case.step, (failed.error, failed.report)
+    assert case.advice in failed.hint, failed.hint
+    assert PASSWORD not in failed.error + failed.hint
+
+    followed = launch(instance, **case.follow(sb, env, failed))
+    assert followed.success, (followed.error, followed.hint, followed.report)
+    assert followed.meta["status"] in ("succeeded", "succeeded with warnings")
+
+
+def test_after_a_lost_post_launching_again_makes_one_prediction(env, sb, instance):
+    """"Launching again is safe: it cannot make a duplicate": the sandbox's chap really has one job after it."""
+    env.setenv("CHAP_SCHEDULER_RECONCILE_SECONDS", "0.3")
+    sb.faults.update({"chap_post": "not_created"})
+    failed = launch(instance)
+    assert "Launching again is safe" in failed.hint and sb.chap.jobs == {}
+    assert launch(instance).success and len(sb.chap.jobs) == 1
