@@ -27,7 +27,18 @@ from chap_scheduler_dagster.defs.partitions import configured_models_partitions
 from chap_scheduler_dagster.defs.resources import dhis2_resource_definition
 from chap_scheduler_dagster.settings import get_settings
 from dhis2_sandbox import Sandbox, SandboxConfig
-from dhis2_sandbox.world import DE_CASES, DE_PRED_HIGH, DE_PRED_MEDIAN, DE_PRED_SHORT, DE_RAIN, DE_TEMP, DS_SHORT, ROOT_OU
+from dhis2_sandbox.world import (
+    DE_CASES,
+    DE_PRED_HIGH,
+    DE_PRED_MEDIAN,
+    DE_PRED_NOZERO,
+    DE_PRED_SHORT,
+    DE_RAIN,
+    DE_TEMP,
+    DS_SHORT,
+    ROOT_OU,
+    DataElement,
+)
 
 PASSWORD = "district"
 NO_WINDOW: dict = {}
@@ -109,7 +120,7 @@ def launch(instance, key: str | None = "1", window: dict | None = None, *, confi
 def healthy_setup(sb: Sandbox, **fields) -> int:
     """A configured model with fresh covariates and org units that all have geometry."""
     units = [u for u in sb.world.ou_ids if u != sb.world.no_geometry_ou]
-    base = dict(name="Healthy", periodType="month", orgUnits=units, startPeriod=sb.chap.setups[1]["startPeriod"],
+    base = dict(name="Healthy", periodType="month", orgUnits=units,
                 covariateSources=[{"covariate": "disease_cases", "dataElementId": DE_CASES},
                                   {"covariate": "rainfall", "dataElementId": DE_RAIN}],
                 scheduleCronExpression="0 6 * * 1", scheduleEnabled=True,
@@ -327,3 +338,186 @@ def test_after_a_lost_post_launching_again_makes_one_prediction(env, sb, instanc
     failed = launch(instance)
     assert "Launching again is safe" in failed.hint and sb.chap.jobs == {}
     assert launch(instance).success and len(sb.chap.jobs) == 1
+
+
+# ---- preflight (`chap-scheduler-run check`): the finding, its fix, the fix carried out --------------------------
+
+
+@dataclass(frozen=True)
+class CheckCase:
+    """``induce`` returns the configured model to check (or None); the check named ``check`` (``{m}``: that
+    model) then has ``status`` and a fix containing ``fix``; after ``follow`` it is OK."""
+
+    id: str
+    induce: Callable[[Sandbox, pytest.MonkeyPatch], int | None]
+    check: str
+    status: str
+    fix: str
+    follow: Callable[[Sandbox, pytest.MonkeyPatch, int | None], None]
+
+
+def checks_of(model: int | None) -> list:
+    get_settings.cache_clear()
+    return run_preflight(os.environ, open_reader=open_reader, open_chap=open_chap,
+                         model_ids=[str(model)] if model is not None else []).checks
+
+
+def fix_of(model: int | None, name: str) -> str:
+    return " ".join(c.fix for c in checks_of(model) if c.name == name)
+
+
+def _route_timeout(sb, env, seconds):
+    route = sb.route_object()
+    env.setattr(sb, "route_object", lambda: route | {"responseTimeoutSeconds": seconds})
+
+
+def _no_models(sb, env):
+    for sid in list(sb.chap.setups):
+        sb.chap.remove_setup(sid)
+
+
+def _advised_timeout(sb, env, model):
+    [seconds] = re.findall(r"responseTimeoutSeconds to (\d+)", fix_of(model, "route chap"))
+    _route_timeout(sb, env, int(seconds))
+
+
+def _target(sb, model, element):
+    change_setup(sb, model, quantileTargets=[{"quantile": "0.5", "dataElementId": element}])
+
+
+def _text_element(sb) -> str:
+    @dataclass
+    class TextElement(DataElement):
+        @property
+        def value_type(self) -> str:
+            return "TEXT"
+
+    sb.world.data_elements["deTextTarg1"] = TextElement("deTextTarg1", "A comment", "month", "none", "sum",
+                                                        False, 0, 1, 0)
+    return "deTextTarg1"
+
+
+CHECK_CASES = [
+    CheckCase("a setting that does not parse", lambda sb, env: env.setenv("CHAP_SCHEDULER_ROW_BUDGET", "lots"),
+              "settings", ERROR, "an empty value means the default",
+              lambda sb, env, m: env.setenv("CHAP_SCHEDULER_ROW_BUDGET", "")),
+    CheckCase("a time zone that is not one", lambda sb, env: env.setenv("CHAP_SCHEDULER_SCHEDULE_TIMEZONE", "Mars/Base"),
+              "settings", ERROR, "Use an IANA time zone name such as UTC",
+              lambda sb, env, m: env.setenv("CHAP_SCHEDULER_SCHEDULE_TIMEZONE", "Africa/Freetown")),
+    CheckCase("DHIS2 variables not set", lambda sb, env: env.delenv("DHIS2_PASSWORD"),
+              "DHIS2 environment", ERROR, "Set them in the environment of the code location",
+              lambda sb, env, m: env.setenv("DHIS2_PASSWORD", PASSWORD)),
+    CheckCase("wrong password", lambda sb, env: env.setenv("DHIS2_PASSWORD", "not-the-password"),
+              "DHIS2 credentials", ERROR, "Check DHIS2_USERNAME and DHIS2_PASSWORD",
+              lambda sb, env, m: env.setenv("DHIS2_PASSWORD", PASSWORD)),
+    CheckCase("DHIS2 not reachable", lambda sb, env: env.setenv("DHIS2_BASE_URL", _closed_port()),
+              "DHIS2", ERROR, "Check DHIS2_BASE_URL",
+              lambda sb, env, m: env.setenv("DHIS2_BASE_URL", sb.base_url)),
+    CheckCase("no route 'chap'", lambda sb, env: setattr(sb, "route_present", False),
+              "route chap", ERROR, "Create a DHIS2 route with code 'chap'",
+              lambda sb, env, m: setattr(sb, "route_present", True)),
+    CheckCase("route disabled", lambda sb, env: env.setattr(sb, "route_object", lambda r=sb.route_object(): r | {"disabled": True}),
+              "route chap", ERROR, "Enable it in DHIS2 (disabled: false)",
+              lambda sb, env, m: env.setattr(sb, "route_object", lambda r=sb.route_object(): r | {"disabled": False})),
+    CheckCase("user may not run the route",
+              lambda sb, env: (setattr(sb, "route_authorities", ["M_chap_route"]),
+                               setattr(sb, "user_authorities", ["F_VIEW_EVENT_ANALYTICS"])) and None,
+              "route chap", ERROR, "Give the DHIS2 user a role with one of these authorities",
+              lambda sb, env, m: sb.user_authorities.append("M_chap_route")),
+    CheckCase("route timeout short", lambda sb, env: _route_timeout(sb, env, 5),
+              "route chap", WARNING, "Raise the route's responseTimeoutSeconds to", _advised_timeout),
+    CheckCase("chap-core down behind the route", lambda sb, env: setattr(sb.faults, "route_down", True),
+              "chap-core", ERROR, "Check that chap-core is running",
+              lambda sb, env, m: setattr(sb.faults, "route_down", False)),
+    CheckCase("chap has no configured models", _no_models,
+              "configured models", ERROR, "Create one in chap",
+              lambda sb, env, m: healthy_setup(sb) and None),
+    CheckCase("a covariate's data element DHIS2 does not have",
+              lambda sb, env: healthy_setup(sb, covariateSources=[
+                  {"covariate": "disease_cases", "dataElementId": DE_CASES},
+                  {"covariate": "rainfall", "dataElementId": "deNoSuchEl1"}]),
+              "model {m}: data elements", ERROR, "Fix the covariate's data element in chap's configured model",
+              lambda sb, env, m: change_setup(sb, m, covariateSources=[
+                  {"covariate": "disease_cases", "dataElementId": DE_CASES},
+                  {"covariate": "rainfall", "dataElementId": DE_RAIN}])),
+    CheckCase("a covariate without recent data", lambda sb, env: sb.make_stale(DE_RAIN, 20) or healthy_setup(sb),
+              "model {m}: covariate freshness", ERROR, "import the data into DHIS2",
+              lambda sb, env, m: sb.make_stale(DE_RAIN, -20)),
+    CheckCase("a covariate that lags", lambda sb, env: healthy_setup(sb, covariateSources=[
+                  {"covariate": "disease_cases", "dataElementId": DE_CASES},
+                  {"covariate": "mean_temperature", "dataElementId": DE_TEMP}]),  # lags 2 months by design
+              "model {m}: covariate freshness", WARNING, "Import the newer values into DHIS2",
+              lambda sb, env, m: sb.make_stale(DE_TEMP, -2)),
+    CheckCase("org units DHIS2 does not have", lambda sb, env: healthy_setup(sb, orgUnits=[
+                  *sb.world.ou_ids[:2], "ouGhost0001"]),
+              "model {m}: org units", ERROR, "Fix the org units of the configured model in chap",
+              lambda sb, env, m: change_setup(sb, m, orgUnits=[
+                  u for u in sb.world.ou_ids[:3] if u != sb.world.no_geometry_ou])),
+    CheckCase("no org unit has geometry", lambda sb, env: healthy_setup(sb, orgUnits=[sb.world.no_geometry_ou]),
+              "model {m}: org units", ERROR, "Import org-unit boundaries into DHIS2",
+              lambda sb, env, m: sb.world.import_geometry(sb.world.no_geometry_ou)),
+    CheckCase("some org units without geometry, boundaries added",
+              lambda sb, env: healthy_setup(sb, orgUnits=list(sb.world.ou_ids)),
+              "model {m}: org units", WARNING, "Add their boundaries in DHIS2",
+              lambda sb, env, m: sb.world.import_geometry(sb.world.no_geometry_ou)),
+    CheckCase("some org units without geometry, removed",
+              lambda sb, env: healthy_setup(sb, orgUnits=list(sb.world.ou_ids)),
+              "model {m}: org units", WARNING, "or remove them from the configured model",
+              lambda sb, env, m: change_setup(sb, m, orgUnits=[
+                  u for u in sb.world.ou_ids if u != sb.world.no_geometry_ou])),
+    CheckCase("window over the row budget", lambda sb, env: env.setenv("CHAP_SCHEDULER_ROW_BUDGET", "100") or 1,
+              "model {m}: window", ERROR, "raise CHAP_SCHEDULER_ROW_BUDGET if intended",
+              lambda sb, env, m: env.setenv("CHAP_SCHEDULER_ROW_BUDGET", "5000000")),
+    CheckCase("window over the period cap", lambda sb, env: env.setenv("CHAP_SCHEDULER_PERIOD_CAP", "12") or 1,
+              "model {m}: window", ERROR, "raise CHAP_SCHEDULER_PERIOD_CAP",
+              lambda sb, env, m: env.setenv("CHAP_SCHEDULER_PERIOD_CAP", "120")),
+    CheckCase("a cron chap cannot use", lambda sb, env: healthy_setup(sb, scheduleCronExpression="61 * * * *"),
+              "model {m}: chap schedule", ERROR, "Fix scheduleCronExpression in chap",
+              lambda sb, env, m: change_setup(sb, m, scheduleCronExpression="0 6 * * 1")),
+    CheckCase("a quantile target DHIS2 does not have", lambda sb, env: healthy_setup(sb, quantileTargets=[
+                  {"quantile": "0.9", "dataElementId": "deNoTarget1"}]),
+              "model {m}: quantile targets", ERROR, "fix the target in chap",
+              lambda sb, env, m: _target(sb, m, DE_PRED_HIGH)),
+    CheckCase("a quantile target that takes text", lambda sb, env: healthy_setup(sb, quantileTargets=[
+                  {"quantile": "0.5", "dataElementId": _text_element(sb)}]),
+              "model {m}: quantile targets", ERROR, "Use a data element of value type NUMBER",
+              lambda sb, env, m: _target(sb, m, DE_PRED_MEDIAN)),
+    CheckCase("a quantile label chap's vocabulary does not have", lambda sb, env: healthy_setup(sb, quantileTargets=[
+                  {"quantile": "middle", "dataElementId": DE_PRED_MEDIAN}]),
+              "model {m}: quantile targets", ERROR, "set the target's quantile to a number between 0 and 1",
+              lambda sb, env, m: _target(sb, m, DE_PRED_MEDIAN)),
+    CheckCase("two targets on one data element", lambda sb, env: healthy_setup(sb, quantileTargets=[
+                  {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN},
+                  {"quantile": "0.9", "dataElementId": DE_PRED_MEDIAN}]),
+              "model {m}: quantile targets", ERROR, "Give each quantile its own data element",
+              lambda sb, env, m: change_setup(sb, m, quantileTargets=[
+                  {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN},
+                  {"quantile": "0.9", "dataElementId": DE_PRED_HIGH}])),
+    CheckCase("a target data set with too few open future periods",
+              lambda sb, env: healthy_setup(sb, quantileTargets=[{"quantile": "0.5", "dataElementId": DE_PRED_SHORT}]),
+              "model {m}: quantile targets", WARNING, "to at least",
+              lambda sb, env, m: _open_future_periods(sb, DS_SHORT, int(re.findall(
+                  r"to at least (\d+)", fix_of(m, f"model {m}: quantile targets"))[0]))),
+    CheckCase("a target that does not store zeros",
+              lambda sb, env: healthy_setup(sb, quantileTargets=[{"quantile": "0.5", "dataElementId": DE_PRED_NOZERO}]),
+              "model {m}: quantile targets", WARNING, "Set 'Store zero data values' (zeroIsSignificant)",
+              lambda sb, env, m: setattr(sb.world.data_elements[DE_PRED_NOZERO], "zero_is_significant", True)),
+    CheckCase("org units outside the user's capture org units",
+              lambda sb, env: setattr(sb, "capture_roots", ["noSuchRoot1"]) or healthy_setup(sb),
+              "model {m}: quantile targets", ERROR, "Give the scheduler's DHIS2 user a data capture org unit above them",
+              lambda sb, env, m: setattr(sb, "capture_roots", [ROOT_OU])),
+]
+
+
+@pytest.mark.parametrize("case", CHECK_CASES, ids=[c.id for c in CHECK_CASES])
+def test_the_fix_followed_passes_the_check(case: CheckCase, env, sb):
+    model = case.induce(sb, env)
+    name = case.check.format(m=model)
+    [found] = [c for c in checks_of(model) if c.name == name and case.fix in c.fix]
+    assert found.status == case.status, (found.finding, found.fix)
+
+    case.follow(sb, env, model)
+    after = checks_of(model)
+    # A check that only speaks up on a problem ("configured models") is gone; the others are OK.
+    assert all(c.status == OK for c in after if c.name == name), [c for c in after if c.name == name]
+    assert all(c.status != ERROR for c in after), [c for c in after if c.status == ERROR]

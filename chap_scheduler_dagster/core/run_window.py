@@ -192,8 +192,8 @@ def resolve_window(
     except PeriodError as exc:
         raise SchedulerError(
             f"input window {start.id}..{end.id} is not usable: {exc}",
-            hint="Choose another end (end_mode fixed/offset), or change the configured model's start period in chap. "
-            "The period cap is CHAP_SCHEDULER_PERIOD_CAP.",
+            hint="Choose another end (end_mode fixed/offset), or change the configured model's start period in chap; "
+            "over the cap, raise CHAP_SCHEDULER_PERIOD_CAP.",
         ) from None
     return InputWindow(start=start, end=end, periods=tuple(periods), end_how=how), probed
 
