@@ -521,3 +521,45 @@ def test_the_fix_followed_passes_the_check(case: CheckCase, env, sb):
     # A check that only speaks up on a problem ("configured models") is gone; the others are OK.
     assert all(c.status == OK for c in after if c.name == name), [c for c in after if c.name == name]
     assert all(c.status != ERROR for c in after), [c for c in after if c.status == ERROR]
+
+
+# ---- a run stopped while chap works: "check the job first, then re-execute from await_prediction" ---------------
+
+
+def prediction_job():
+    """The job as the code location defines it (for re-execution, which rebuilds it by reference)."""
+    from chap_scheduler_dagster.definitions import defs
+
+    return defs.resolve_job_def("dhis2_chap_prediction")
+
+
+def test_the_canceled_runs_advice_checks_the_job_and_reexecution_keeps_the_prediction(env, sb, tmp_path):
+    from chap_scheduler_dagster.core.cancellation import cancellation_facts
+
+    env.setenv("CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS", "0.5")
+    sb.faults.chap_job = "hang"  # the run stops while chap still works on the job
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        stopped = launch(instance)
+        job_id = stopped.meta["job_id"]
+        assert stopped.failed_step == "await_prediction" and job_id and len(sb.chap.jobs) == 1
+        _, hint = cancellation_facts("await_prediction", job_id, sb.base_url)  # what a terminated run says
+
+        # "Check the job first: GET … shows its status" — as the code location's DHIS2 user.
+        [url] = re.findall(r"GET (\S+/v1/jobs/\S+) \(as the DHIS2 user", hint)
+        answer = httpx.get(url, auth=("admin", PASSWORD), timeout=10)
+        assert answer.status_code == 200 and "STARTED" in answer.text
+
+        # chap finishes it; "re-execute this run from await_prediction … it waits on the same job".
+        assert "re-execute this run from await_prediction" in hint
+        sb.chap.jobs[job_id].outcome = "ok"
+        parent = instance.get_run_by_id(stopped.meta["run_id"])
+        child = dg.execute_job(  # the UI's Re-execute → From failure carries the parent's tags (its partition)
+            dg.reconstructable(prediction_job), instance=instance, raise_on_error=False, tags=parent.tags,
+            reexecution_options=dg.ReexecutionOptions.from_failure(stopped.meta["run_id"], instance),
+        )
+        assert child.success
+        assert len(sb.chap.jobs) == 1  # "sends nothing to chap": still the one job
+        [record] = [r for r in instance.fetch_materializations(report_asset_key, limit=10).records
+                    if r.run_id == child.run_id]
+        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+        assert meta["job_id"] == job_id and meta["prediction_id"] != ""
