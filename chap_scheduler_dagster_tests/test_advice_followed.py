@@ -19,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from chap_scheduler_dagster.core.preflight import ERROR, OK, WARNING, run_preflight
+from chap_scheduler_dagster.core.preflight import ERROR, OK, WARNING, default_dotenv, run_preflight
 from chap_scheduler_dagster.defs.assets import report_asset_key
 from chap_scheduler_dagster.defs.health import open_chap, open_reader
 from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
@@ -33,6 +33,7 @@ from dhis2_sandbox.world import (
     DE_PRED_MEDIAN,
     DE_PRED_NOZERO,
     DE_PRED_SHORT,
+    DE_PRED_WEEKLY_MEDIAN,
     DE_RAIN,
     DE_TEMP,
     DS_SHORT,
@@ -213,6 +214,11 @@ def _open_future_periods(sb, data_set: str, periods: int) -> None:
     ds["openFuturePeriods"] = periods
 
 
+def _remember_start(sb) -> bool:
+    sb.start_before = sb.chap.setups[1]["startPeriod"]
+    return True
+
+
 def _window_before_the_start(sb, env):
     return {"window": {"end_mode": "fixed", "end_date": "2001-01-01"}}
 
@@ -312,6 +318,38 @@ RUN_CASES = [
             _forecast_into_a_short_data_set,
             "publish_forecasts", "set the data set's openFuturePeriods to at least the horizon",
             lambda sb, env, f: _open_future_periods(sb, DS_SHORT, get_settings().horizon_month) or SHORT_RUN),
+    RunCase("no covariate's data element exists in DHIS2 (dhis2 409 E7124 on analytics)",
+            lambda sb, env: change_setup(sb, 1, covariateSources=[
+                {"covariate": "disease_cases", "dataElementId": "deNoSuchEl2"},
+                {"covariate": "rainfall", "dataElementId": "deNoSuchEl1"}]) or {},
+            "probe_covariates", "check the configured model's data element ids in chap against DHIS2",
+            lambda sb, env, f: change_setup(sb, 1, covariateSources=[
+                {"covariate": "disease_cases", "dataElementId": DE_CASES},
+                {"covariate": "rainfall", "dataElementId": DE_RAIN}]) or {}),
+    RunCase("org units that all lack geometry (no usable values)",
+            lambda sb, env: change_setup(sb, 1, orgUnits=[sb.world.no_geometry_ou]) or {},
+            "fetch_analytics", "geometry",
+            lambda sb, env, f: sb.world.import_geometry(sb.world.no_geometry_ou) or {}),
+    RunCase("a period type chap's model has that cannot be scheduled",
+            lambda sb, env: change_setup(sb, 1, periodType="fortnight") or {},
+            "probe_covariates", "recreate the configured model in chap with one of these period types",
+            lambda sb, env, f: change_setup(sb, 1, periodType="month") or {}),
+    RunCase("a configured model without a start period",
+            lambda sb, env: _remember_start(sb) and change_setup(sb, 1, startPeriod=None) or {},
+            "probe_covariates", "Recreate the configured model in chap from a dataset that has periods",
+            lambda sb, env, f: change_setup(sb, 1, startPeriod=sb.start_before) or {}),
+    RunCase("a configured model with an unusable start period",
+            lambda sb, env: _remember_start(sb) and change_setup(sb, 1, startPeriod="the start") or {},
+            "probe_covariates", "Fix the configured model in chap",
+            lambda sb, env, f: change_setup(sb, 1, startPeriod=sb.start_before) or {}),
+    RunCase("a partition key that is no chap id",
+            lambda sb, env: {"key": "malaria"},
+            "probe_covariates", "pick one the discovery sensor added",
+            lambda sb, env, f: {"key": "1"}),
+    RunCase("a configured model chap does not have (PredictionSetupNotFound)",
+            lambda sb, env: {"key": "77"},
+            "probe_covariates", "launch a partition chap has",
+            lambda sb, env, f: {"key": "1"}),
     RunCase("no partition (run without a configured model)",
             lambda sb, env: {"key": None},
             "probe_covariates", "Pick a configured model (partition) in the launchpad",
@@ -357,9 +395,10 @@ class CheckCase:
 
 
 def checks_of(model: int | None) -> list:
+    """`chap-scheduler-run check [model]` (which also reads the .env of the current folder)."""
     get_settings.cache_clear()
     return run_preflight(os.environ, open_reader=open_reader, open_chap=open_chap,
-                         model_ids=[str(model)] if model is not None else []).checks
+                         model_ids=[str(model)] if model is not None else [], dotenv=default_dotenv()).checks
 
 
 def fix_of(model: int | None, name: str) -> str:
@@ -397,7 +436,39 @@ def _text_element(sb) -> str:
     return "deTextTarg1"
 
 
+def _export_dotenv(sb, env, model):
+    """`set -a; . ./.env; set +a`."""
+    for line in open(".env").read().splitlines():
+        name, _, value = line.partition("=")
+        env.setenv(name, value)
+
+
 CHECK_CASES = [
+    CheckCase("DHIS2 variables only in .env",
+              lambda sb, env: (env.delenv("DHIS2_PASSWORD"), open(".env", "w").write(f"DHIS2_PASSWORD={PASSWORD}\n"))
+              and None,
+              "DHIS2 environment", ERROR, "export them (set -a; . ./.env; set +a)", _export_dotenv),
+    CheckCase("a configured model that maps no covariate", lambda sb, env: healthy_setup(sb, covariateSources=[]),
+              "model {m}: data elements", ERROR, "Recreate the configured model in chap with its covariates",
+              lambda sb, env, m: change_setup(sb, m, covariateSources=[
+                  {"covariate": "disease_cases", "dataElementId": DE_CASES},
+                  {"covariate": "rainfall", "dataElementId": DE_RAIN}])),
+    CheckCase("a configured model without org units", lambda sb, env: healthy_setup(sb, orgUnits=[]),
+              "model {m}: org units", ERROR, "Recreate the configured model in chap with org units",
+              lambda sb, env, m: change_setup(sb, m, orgUnits=sb.world.ou_ids[:3])),
+    CheckCase("a quantile target without a data element", lambda sb, env: healthy_setup(sb, quantileTargets={
+                  "median": ""}),
+              "model {m}: quantile targets", ERROR, "Edit the prediction setup's quantileTargets in chap",
+              lambda sb, env, m: _target(sb, m, DE_PRED_MEDIAN)),
+    CheckCase("a quantile outside 0..1", lambda sb, env: healthy_setup(sb, quantileTargets=[
+                  {"quantile": "50", "dataElementId": DE_PRED_MEDIAN}]),
+              "model {m}: quantile targets", ERROR, "Quantiles are fractions: 0.5 is the median",
+              lambda sb, env, m: _target(sb, m, DE_PRED_MEDIAN)),
+    CheckCase("a weekly model's target in a monthly data set",
+              lambda sb, env: change_setup(sb, 2, quantileTargets=[
+                  {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN}]) or 2,
+              "model {m}: quantile targets", ERROR, "Use a data element whose data sets have the configured model's "
+              "period type", lambda sb, env, m: _target(sb, m, DE_PRED_WEEKLY_MEDIAN)),
     CheckCase("a setting that does not parse", lambda sb, env: env.setenv("CHAP_SCHEDULER_ROW_BUDGET", "lots"),
               "settings", ERROR, "an empty value means the default",
               lambda sb, env, m: env.setenv("CHAP_SCHEDULER_ROW_BUDGET", "")),

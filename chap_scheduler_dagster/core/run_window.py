@@ -90,7 +90,8 @@ def setup_period_type(setup: PredictionSetup) -> PeriodType:
     except PeriodError as exc:
         raise SchedulerError(
             f"configured model {setup.id} has period type {setup.period_type!r}: {exc}",
-            hint="Only daily, weekly, monthly, quarterly and yearly configured models can be scheduled.",
+            hint="Only daily, weekly, monthly, quarterly and yearly configured models can be scheduled: "
+            "recreate the configured model in chap with one of these period types.",
         ) from None
 
 
