@@ -292,11 +292,11 @@ RUN_CASES = [
             "probe_covariates", "Try again later",
             lambda sb, env, f: {}),  # later: the fault has passed
     RunCase("DHIS2 slower than the HTTP timeout (Dhis2Unreachable, timeout)",
-            lambda sb, env: (setattr(sb.faults, "slow_seconds", 0.3),
-                             env.setenv("CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS", "0.1")) and {},
+            lambda sb, env: (setattr(sb.faults, "slow_seconds", 0.1),
+                             env.setenv("CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS", "0.03")) and {},
             "probe_covariates", "raise CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS",
             lambda sb, env, f: env.setenv("CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS", "10") or {}),
-    RunCase("a data element DHIS2 does not have (dhis2 409 E7124 on analytics)",
+    RunCase("one covariate's data element DHIS2 does not have (CovariateDataMissing)",
             lambda sb, env: change_setup(sb, 1, covariateSources=[
                 {"covariate": "disease_cases", "dataElementId": DE_CASES},
                 {"covariate": "rainfall", "dataElementId": "deNoSuchEl1"}]) or {},
@@ -377,6 +377,25 @@ def test_after_a_lost_post_launching_again_makes_one_prediction(env, sb, instanc
     assert "Launching again is safe" in failed.hint and sb.chap.jobs == {}
     assert launch(instance).success and len(sb.chap.jobs) == 1
 
+
+
+def test_a_failed_publish_is_republished_as_its_advice_says(env, sb, instance):
+    """"… republish when DHIS2 is healthy. Then publish prediction N again without predicting: launch job
+    publish_chap_forecast for partition P with ops.republish_forecast.config.prediction_id: N"."""
+    from chap_scheduler_dagster.definitions import defs
+
+    sb.faults.datavalues_fail_next = 1  # DHIS2 fails the write once
+    failed = launch(instance)
+    assert failed.failed_step == "publish_forecasts" and "republish when DHIS2 is healthy" in failed.hint
+    [(job, key, field_path, prediction)] = re.findall(
+        r"launch job (\w+) for partition (\w+) with ([\w.]+): (\d+)", failed.hint)
+    ops, op, _, name = field_path.split(".")
+    result = defs.resolve_job_def(job).execute_in_process(
+        partition_key=key, instance=instance, raise_on_error=False,
+        run_config={ops: {op: {"config": {name: int(prediction)}}}},
+    )
+    assert result.success
+    assert sb.data_values.values and len(sb.chap.jobs) == 1  # written, without a second prediction
 
 # ---- preflight (`chap-scheduler-run check`): the finding, its fix, the fix carried out --------------------------
 
