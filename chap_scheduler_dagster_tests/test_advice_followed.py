@@ -30,6 +30,7 @@ from dhis2_sandbox import Sandbox, SandboxConfig
 from dhis2_sandbox.world import (
     DE_CASES,
     DE_PRED_HIGH,
+    DE_PRED_INTEGER,
     DE_PRED_MEDIAN,
     DE_PRED_NOZERO,
     DE_PRED_SHORT,
@@ -38,21 +39,13 @@ from dhis2_sandbox.world import (
     DE_TEMP,
     DS_SHORT,
     ROOT_OU,
-    DataElement,
 )
 
 PASSWORD = "district"
-NO_WINDOW: dict = {}
-
-
-@pytest.fixture(scope="module")
-def shared_instance():
-    with dg.DagsterInstance.ephemeral() as inst:
-        yield inst
 
 
 @pytest.fixture
-def instance(shared_instance):
+def instance(shared_instance):  # conftest's, one per module
     shared_instance.wipe()
     return shared_instance
 
@@ -122,11 +115,15 @@ def healthy_setup(sb: Sandbox, **fields) -> int:
     """A configured model with fresh covariates and org units that all have geometry."""
     units = [u for u in sb.world.ou_ids if u != sb.world.no_geometry_ou]
     base = dict(name="Healthy", periodType="month", orgUnits=units,
-                covariateSources=[{"covariate": "disease_cases", "dataElementId": DE_CASES},
-                                  {"covariate": "rainfall", "dataElementId": DE_RAIN}],
+                covariateSources=sources(),
                 scheduleCronExpression="0 6 * * 1", scheduleEnabled=True,
                 quantileTargets=[{"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN}])
     return sb.chap.add_setup(base | fields)["id"]
+
+
+def sources(cases: str = DE_CASES, rain: str = DE_RAIN) -> list[dict]:
+    """A configured model's covariates: its data elements for disease_cases and rainfall."""
+    return [{"covariate": "disease_cases", "dataElementId": cases}, {"covariate": "rainfall", "dataElementId": rain}]
 
 
 def change_setup(sb: Sandbox, setup_id: int, **fields) -> None:
@@ -297,13 +294,9 @@ RUN_CASES = [
             "probe_covariates", "raise CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS",
             lambda sb, env, f: env.setenv("CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS", "10") or {}),
     RunCase("one covariate's data element DHIS2 does not have (CovariateDataMissing)",
-            lambda sb, env: change_setup(sb, 1, covariateSources=[
-                {"covariate": "disease_cases", "dataElementId": DE_CASES},
-                {"covariate": "rainfall", "dataElementId": "deNoSuchEl1"}]) or {},
+            lambda sb, env: change_setup(sb, 1, covariateSources=sources(rain="deNoSuchEl1")) or {},
             "probe_covariates", "fix the covariate's data element in chap's configured model",
-            lambda sb, env, f: change_setup(sb, 1, covariateSources=[
-                {"covariate": "disease_cases", "dataElementId": DE_CASES},
-                {"covariate": "rainfall", "dataElementId": DE_RAIN}]) or {}),
+            lambda sb, env, f: change_setup(sb, 1, covariateSources=sources()) or {}),
     RunCase("publishing: org units outside the user's capture org units (target preflight)",
             lambda sb, env: setattr(sb, "capture_roots", ["SomewhereEl"]) or {},
             "publish_forecasts", "Give the scheduler's DHIS2 user a data capture org unit above them",
@@ -319,13 +312,9 @@ RUN_CASES = [
             "publish_forecasts", "set the data set's openFuturePeriods to at least the horizon",
             lambda sb, env, f: _open_future_periods(sb, DS_SHORT, get_settings().horizon_month) or SHORT_RUN),
     RunCase("no covariate's data element exists in DHIS2 (dhis2 409 E7124 on analytics)",
-            lambda sb, env: change_setup(sb, 1, covariateSources=[
-                {"covariate": "disease_cases", "dataElementId": "deNoSuchEl2"},
-                {"covariate": "rainfall", "dataElementId": "deNoSuchEl1"}]) or {},
+            lambda sb, env: change_setup(sb, 1, covariateSources=sources("deNoSuchEl2", "deNoSuchEl1")) or {},
             "probe_covariates", "check the configured model's data element ids in chap against DHIS2",
-            lambda sb, env, f: change_setup(sb, 1, covariateSources=[
-                {"covariate": "disease_cases", "dataElementId": DE_CASES},
-                {"covariate": "rainfall", "dataElementId": DE_RAIN}]) or {}),
+            lambda sb, env, f: change_setup(sb, 1, covariateSources=sources()) or {}),
     RunCase("org units that all lack geometry (no usable values)",
             lambda sb, env: change_setup(sb, 1, orgUnits=[sb.world.no_geometry_ou]) or {},
             "fetch_analytics", "geometry",
@@ -424,9 +413,10 @@ def fix_of(model: int | None, name: str) -> str:
     return " ".join(c.fix for c in checks_of(model) if c.name == name)
 
 
-def _route_timeout(sb, env, seconds):
-    route = sb.route_object()
-    env.setattr(sb, "route_object", lambda: route | {"responseTimeoutSeconds": seconds})
+def _route_with(sb, env, **fields):
+    """The route 'chap' as DHIS2's Route Manager leaves it after editing these fields."""
+    route = sb.route_object() | fields
+    env.setattr(sb, "route_object", lambda: route)
 
 
 def _no_models(sb, env):
@@ -436,23 +426,18 @@ def _no_models(sb, env):
 
 def _advised_timeout(sb, env, model):
     [seconds] = re.findall(r"responseTimeoutSeconds to (\d+)", fix_of(model, "route chap"))
-    _route_timeout(sb, env, int(seconds))
+    _route_with(sb, env, responseTimeoutSeconds=int(seconds))
 
 
 def _target(sb, model, element):
     change_setup(sb, model, quantileTargets=[{"quantile": "0.5", "dataElementId": element}])
 
 
-def _text_element(sb) -> str:
-    @dataclass
-    class TextElement(DataElement):
-        @property
-        def value_type(self) -> str:
-            return "TEXT"
-
-    sb.world.data_elements["deTextTarg1"] = TextElement("deTextTarg1", "A comment", "month", "none", "sum",
-                                                        False, 0, 1, 0)
-    return "deTextTarg1"
+def bad_target(id: str, quantile: str, element: str, fix: str, good: str = DE_PRED_MEDIAN) -> CheckCase:
+    """A model whose one quantile target is wrong; the fix, followed, points it at ``good``."""
+    return CheckCase(id, lambda sb, env: healthy_setup(sb, quantileTargets=[
+                         {"quantile": quantile, "dataElementId": element}]),
+                     "model {m}: quantile targets", ERROR, fix, lambda sb, env, m: _target(sb, m, good))
 
 
 def _export_dotenv(sb, env, model):
@@ -469,9 +454,7 @@ CHECK_CASES = [
               "DHIS2 environment", ERROR, "export them (set -a; . ./.env; set +a)", _export_dotenv),
     CheckCase("a configured model that maps no covariate", lambda sb, env: healthy_setup(sb, covariateSources=[]),
               "model {m}: data elements", ERROR, "Recreate the configured model in chap with its covariates",
-              lambda sb, env, m: change_setup(sb, m, covariateSources=[
-                  {"covariate": "disease_cases", "dataElementId": DE_CASES},
-                  {"covariate": "rainfall", "dataElementId": DE_RAIN}])),
+              lambda sb, env, m: change_setup(sb, m, covariateSources=sources())),
     CheckCase("a configured model without org units", lambda sb, env: healthy_setup(sb, orgUnits=[]),
               "model {m}: org units", ERROR, "Recreate the configured model in chap with org units",
               lambda sb, env, m: change_setup(sb, m, orgUnits=sb.world.ou_ids[:3])),
@@ -479,10 +462,7 @@ CHECK_CASES = [
                   "median": ""}),
               "model {m}: quantile targets", ERROR, "Edit the prediction setup's quantileTargets in chap",
               lambda sb, env, m: _target(sb, m, DE_PRED_MEDIAN)),
-    CheckCase("a quantile outside 0..1", lambda sb, env: healthy_setup(sb, quantileTargets=[
-                  {"quantile": "50", "dataElementId": DE_PRED_MEDIAN}]),
-              "model {m}: quantile targets", ERROR, "Quantiles are fractions: 0.5 is the median",
-              lambda sb, env, m: _target(sb, m, DE_PRED_MEDIAN)),
+    bad_target("a quantile outside 0..1", "50", DE_PRED_MEDIAN, "Quantiles are fractions: 0.5 is the median"),
     CheckCase("a weekly model's target in a monthly data set",
               lambda sb, env: change_setup(sb, 2, quantileTargets=[
                   {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN}]) or 2,
@@ -491,7 +471,8 @@ CHECK_CASES = [
     CheckCase("a setting that does not parse", lambda sb, env: env.setenv("CHAP_SCHEDULER_ROW_BUDGET", "lots"),
               "settings", ERROR, "an empty value means the default",
               lambda sb, env, m: env.setenv("CHAP_SCHEDULER_ROW_BUDGET", "")),
-    CheckCase("a time zone that is not one", lambda sb, env: env.setenv("CHAP_SCHEDULER_SCHEDULE_TIMEZONE", "Mars/Base"),
+    CheckCase("a time zone that is not one",
+              lambda sb, env: env.setenv("CHAP_SCHEDULER_SCHEDULE_TIMEZONE", "Mars/Base"),
               "settings", ERROR, "Use an IANA time zone name such as UTC",
               lambda sb, env, m: env.setenv("CHAP_SCHEDULER_SCHEDULE_TIMEZONE", "Africa/Freetown")),
     CheckCase("DHIS2 variables not set", lambda sb, env: env.delenv("DHIS2_PASSWORD"),
@@ -506,15 +487,15 @@ CHECK_CASES = [
     CheckCase("no route 'chap'", lambda sb, env: setattr(sb, "route_present", False),
               "route chap", ERROR, "Create a DHIS2 route with code 'chap'",
               lambda sb, env, m: setattr(sb, "route_present", True)),
-    CheckCase("route disabled", lambda sb, env: env.setattr(sb, "route_object", lambda r=sb.route_object(): r | {"disabled": True}),
+    CheckCase("route disabled", lambda sb, env: _route_with(sb, env, disabled=True),
               "route chap", ERROR, "Enable it in DHIS2 (disabled: false)",
-              lambda sb, env, m: env.setattr(sb, "route_object", lambda r=sb.route_object(): r | {"disabled": False})),
+              lambda sb, env, m: _route_with(sb, env, disabled=False)),
     CheckCase("user may not run the route",
               lambda sb, env: (setattr(sb, "route_authorities", ["M_chap_route"]),
                                setattr(sb, "user_authorities", ["F_VIEW_EVENT_ANALYTICS"])) and None,
               "route chap", ERROR, "Give the DHIS2 user a role with one of these authorities",
               lambda sb, env, m: sb.user_authorities.append("M_chap_route")),
-    CheckCase("route timeout short", lambda sb, env: _route_timeout(sb, env, 5),
+    CheckCase("route timeout short", lambda sb, env: _route_with(sb, env, responseTimeoutSeconds=5),
               "route chap", WARNING, "Raise the route's responseTimeoutSeconds to", _advised_timeout),
     CheckCase("chap-core down behind the route", lambda sb, env: setattr(sb.faults, "route_down", True),
               "chap-core", ERROR, "Check that chap-core is running",
@@ -523,13 +504,9 @@ CHECK_CASES = [
               "configured models", ERROR, "Create one in chap",
               lambda sb, env, m: healthy_setup(sb) and None),
     CheckCase("a covariate's data element DHIS2 does not have",
-              lambda sb, env: healthy_setup(sb, covariateSources=[
-                  {"covariate": "disease_cases", "dataElementId": DE_CASES},
-                  {"covariate": "rainfall", "dataElementId": "deNoSuchEl1"}]),
+              lambda sb, env: healthy_setup(sb, covariateSources=sources(rain="deNoSuchEl1")),
               "model {m}: data elements", ERROR, "Fix the covariate's data element in chap's configured model",
-              lambda sb, env, m: change_setup(sb, m, covariateSources=[
-                  {"covariate": "disease_cases", "dataElementId": DE_CASES},
-                  {"covariate": "rainfall", "dataElementId": DE_RAIN}])),
+              lambda sb, env, m: change_setup(sb, m, covariateSources=sources())),
     CheckCase("a covariate without recent data", lambda sb, env: sb.make_stale(DE_RAIN, 20) or healthy_setup(sb),
               "model {m}: covariate freshness", ERROR, "import the data into DHIS2",
               lambda sb, env, m: sb.make_stale(DE_RAIN, -20)),
@@ -564,18 +541,11 @@ CHECK_CASES = [
     CheckCase("a cron chap cannot use", lambda sb, env: healthy_setup(sb, scheduleCronExpression="61 * * * *"),
               "model {m}: chap schedule", ERROR, "Fix scheduleCronExpression in chap",
               lambda sb, env, m: change_setup(sb, m, scheduleCronExpression="0 6 * * 1")),
-    CheckCase("a quantile target DHIS2 does not have", lambda sb, env: healthy_setup(sb, quantileTargets=[
-                  {"quantile": "0.9", "dataElementId": "deNoTarget1"}]),
-              "model {m}: quantile targets", ERROR, "fix the target in chap",
-              lambda sb, env, m: _target(sb, m, DE_PRED_HIGH)),
-    CheckCase("a quantile target that takes text", lambda sb, env: healthy_setup(sb, quantileTargets=[
-                  {"quantile": "0.5", "dataElementId": _text_element(sb)}]),
-              "model {m}: quantile targets", ERROR, "Use a data element of value type NUMBER",
-              lambda sb, env, m: _target(sb, m, DE_PRED_MEDIAN)),
-    CheckCase("a quantile label chap's vocabulary does not have", lambda sb, env: healthy_setup(sb, quantileTargets=[
-                  {"quantile": "middle", "dataElementId": DE_PRED_MEDIAN}]),
-              "model {m}: quantile targets", ERROR, "set the target's quantile to a number between 0 and 1",
-              lambda sb, env, m: _target(sb, m, DE_PRED_MEDIAN)),
+    bad_target("a quantile target DHIS2 does not have", "0.9", "deNoTarget1", "fix the target in chap", DE_PRED_HIGH),
+    bad_target("a quantile target that takes no decimals", "0.5", DE_PRED_INTEGER,
+               "Use a data element of value type NUMBER"),
+    bad_target("a quantile label chap's vocabulary does not have", "middle", DE_PRED_MEDIAN,
+               "set the target's quantile to a number between 0 and 1"),
     CheckCase("two targets on one data element", lambda sb, env: healthy_setup(sb, quantileTargets=[
                   {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN},
                   {"quantile": "0.9", "dataElementId": DE_PRED_MEDIAN}]),
@@ -594,7 +564,8 @@ CHECK_CASES = [
               lambda sb, env, m: setattr(sb.world.data_elements[DE_PRED_NOZERO], "zero_is_significant", True)),
     CheckCase("org units outside the user's capture org units",
               lambda sb, env: setattr(sb, "capture_roots", ["noSuchRoot1"]) or healthy_setup(sb),
-              "model {m}: quantile targets", ERROR, "Give the scheduler's DHIS2 user a data capture org unit above them",
+              "model {m}: quantile targets", ERROR,
+              "Give the scheduler's DHIS2 user a data capture org unit above them",
               lambda sb, env, m: setattr(sb, "capture_roots", [ROOT_OU])),
 ]
 
