@@ -752,3 +752,10 @@ def test_analytics_filters_aggregate_away(client, sb):
     r = client.get("/api/analytics", params=[("dimension", f"dx:{DE_CASES}"), ("dimension", "pe:LAST_12_MONTHS"),
                                              ("dimension", f"ou:{a}"), ("filter", f"ou:{b}")])
     assert r.status_code == 409 and r.json()["errorCode"] == "E7103"
+
+
+def test_importing_geometry_gives_the_org_unit_without_one_its_boundary(client, sb):
+    ou = sb.world.no_geometry_ou
+    assert "geometry" not in client.get(f"/api/organisationUnits/{ou}").json()
+    sb.world.import_geometry(ou)
+    assert client.get(f"/api/organisationUnits/{ou}").json()["geometry"]["type"] in ("Polygon", "MultiPolygon")

@@ -26,6 +26,8 @@ no credentials -> 302 to ``/dhis-web-login/``, wrong ones -> 401 WebMessage):
   ``GET|POST /__sandbox/chap-setups``, ``DELETE /__sandbox/chap-setups/{id}``, ``GET /__sandbox/world``,
   ``POST /__sandbox/data-values`` (``{"dataElement", "period", "orgUnit", "value"}``: change one value)
 
+World knob: ``world.import_geometry(ou)`` gives the org unit without geometry its boundary.
+
 Preflight knobs (attributes of ``Sandbox``): ``user_authorities`` (``/api/me``, default ``["ALL"]``),
 ``route_present`` (False: no route ``chap``), ``route_authorities`` (a user holding none of them gets 403
 running the route), and ``make_stale(data_element_id, periods)`` (its values stop that many periods earlier).

@@ -252,6 +252,11 @@ class World:
             }
         return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
 
+    def import_geometry(self, uid: str) -> None:
+        """Give the org unit without geometry its boundary, as DHIS2's GeoJSON import would."""
+        if self.ou_index.get(uid) == self.no_geometry_index:
+            self.no_geometry_index = -1
+
     def root_unit(self) -> dict:
         rows = math.ceil(self.n / self._cols)
         y0 = round(4.0 - rows * self._cell, 5)

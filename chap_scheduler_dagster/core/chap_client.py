@@ -247,8 +247,8 @@ class ChapClient:
         known = sorted(s.id for s in setups)
         raise PredictionSetupNotFound(
             f"chap has no configured model with id {setup_id}; it has {known}",
-            hint="The configured model was deleted in chap or the partition key is wrong. "
-            "The discovery sensor removes deleted ones from the partition list.",
+            hint="The configured model was deleted in chap or the partition key is wrong: launch a partition chap has "
+            "(listed above). The discovery sensor removes deleted ones from the partition list.",
         )
 
     # ---- submission (never retried) ----

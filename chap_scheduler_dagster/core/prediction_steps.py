@@ -197,7 +197,8 @@ def fetch_data(
         run.body_path = None
         raise SchedulerError(
             f"DHIS2 returned no usable values for {window.start.id}..{window.end.id}",
-            hint="Check that analytics tables have run in DHIS2 and that the data elements have data for "
+            hint="Check that the configured model's org units have geometry in DHIS2 (those without are not sent: "
+            "add their boundaries), that analytics tables have run, and that the data elements have data for "
             "these org units; or choose another end.",
         )
 

@@ -606,7 +606,11 @@ def check_quantile_targets(reader: Dhis2Reader, setup: PredictionSetup) -> list[
     from .target_preflight import check_setup_targets
 
     try:
-        horizon, _ = prediction_horizon(setup, get_settings())
+        settings = get_settings()
+    except ValidationError:  # already a finding of the settings check: the horizon takes the defaults
+        settings = SchedulerSettings.model_construct()
+    try:
+        horizon, _ = prediction_horizon(setup, settings)
     except SchedulerError as exc:  # an unknown period type is reported by the window check
         return [Check("quantile targets", ERROR, str(exc), exc.hint)]
     findings = check_setup_targets(reader, setup, horizon=horizon)

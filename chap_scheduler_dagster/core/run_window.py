@@ -90,7 +90,8 @@ def setup_period_type(setup: PredictionSetup) -> PeriodType:
     except PeriodError as exc:
         raise SchedulerError(
             f"configured model {setup.id} has period type {setup.period_type!r}: {exc}",
-            hint="Only daily, weekly, monthly, quarterly and yearly configured models can be scheduled.",
+            hint="Only daily, weekly, monthly, quarterly and yearly configured models can be scheduled: "
+            "recreate the configured model in chap with one of these period types.",
         ) from None
 
 
@@ -150,10 +151,14 @@ def probe_latest_common_period(
 
     missing = sorted({covariate_of[e] for e in covariate_of if e not in latest})
     if missing:
+        elements = ", ".join(sorted(e for e in covariate_of if e not in latest))
+        # An id DHIS2 does not have answers like a feed without data: both fixes are named.
         raise CovariateDataMissing(
             f"DHIS2 returned no data within {keyword} for covariate(s): {', '.join(missing)}",
-            hint="Import the data into DHIS2 (and run analytics tables), or launch with end_mode 'fixed' or "
-            "'offset' to choose the end yourself.",
+            hint=f"If DHIS2 has no data element {elements} (`chap-scheduler-run check` tells), fix the covariate's "
+            "data element in chap's configured model. Otherwise import the data into DHIS2 (and run analytics "
+            "tables), or launch with end_mode 'fixed' or 'offset' ending at or before the last period that has "
+            "data for it.",
         )
     end = min(latest.values())
     return ProbeResult(end=end, keyword=keyword, latest_by_covariate={covariate_of[e]: p.id for e, p in latest.items()})
@@ -188,8 +193,8 @@ def resolve_window(
     except PeriodError as exc:
         raise SchedulerError(
             f"input window {start.id}..{end.id} is not usable: {exc}",
-            hint="Choose another end (end_mode fixed/offset), or change the configured model's start period in chap. "
-            "The period cap is CHAP_SCHEDULER_PERIOD_CAP.",
+            hint="Choose another end (end_mode fixed/offset), or change the configured model's start period in chap; "
+            "over the cap, raise CHAP_SCHEDULER_PERIOD_CAP.",
         ) from None
     return InputWindow(start=start, end=end, periods=tuple(periods), end_how=how), probed
 
