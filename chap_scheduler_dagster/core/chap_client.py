@@ -23,7 +23,7 @@ from .chap_models import (
     PredictionSetup,
     PredictionSummary,
 )
-from .dhis2_http import OnConnection
+from .dhis2_http import Dhis2Connection, OnConnection
 from .errors import (
     ChapHttpError,
     ChapJobFailed,
@@ -60,10 +60,8 @@ class ChapClient(OnConnection):
     """Talks to one chap-core through one DHIS2, authenticating as the DHIS2 user, over a connection
     (see :class:`~.dhis2_http.OnConnection`)."""
 
-    def __init__(self, dhis2: Any, **connect: Any) -> None:
+    def __init__(self, dhis2: Dhis2Connection | str, **connect: Any) -> None:
         super().__init__(dhis2, **connect)
-        self.dhis2_base_url = self.conn.base_url
-        self._sleep = self.conn.sleep
         self._api: ChapApi | None = None
 
     # ---- transport ----
@@ -327,7 +325,7 @@ class ChapClient(OnConnection):
                     raise
                 if on_status is not None:
                     on_status(f"not reachable, still waiting ({exc})")
-                self._sleep(poll_interval_seconds)
+                self.conn.sleep(poll_interval_seconds)
                 continue
             if status != last and on_status is not None:
                 on_status(status)
@@ -342,7 +340,7 @@ class ChapClient(OnConnection):
                     hint="chap keeps running it. Raise CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS if the model is "
                     "slow, or check chap-core's worker.",
                 )
-            self._sleep(poll_interval_seconds)
+            self.conn.sleep(poll_interval_seconds)
 
     def job_failure_text(self, job_id: str, status: str) -> ChapJobFailed:
         description = self.job_description(job_id)

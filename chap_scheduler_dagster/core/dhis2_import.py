@@ -145,7 +145,9 @@ class Dhis2Writer(OnConnection):
     Imports are slow: their POSTs wait ``timeout_seconds`` (default: the connection's, at least 120 s).
     """
 
-    def __init__(self, dhis2: Any, *, timeout_seconds: float | None = None, **connect: Any) -> None:
+    def __init__(
+        self, dhis2: Dhis2Connection | str, *, timeout_seconds: float | None = None, **connect: Any
+    ) -> None:
         super().__init__(dhis2, **connect)
         self._timeout = Dhis2Connection.timeout(timeout_seconds or max(self.conn.timeout_seconds, 120.0))
 

@@ -24,7 +24,7 @@ import orjson
 from dhis2_client import DHIS2Client, DHIS2HTTPError
 from pydantic import BaseModel, ConfigDict, Field
 
-from .dhis2_http import OnConnection
+from .dhis2_http import Dhis2Connection, OnConnection
 from .errors import Dhis2RequestFailed, redact_url
 from .http_faults import (
     cut_off_on_the_wire,
@@ -84,7 +84,7 @@ class _SharedClient(DHIS2Client):
 class Dhis2Reader(OnConnection):
     """DHIS2's Web API over a connection (see :class:`~.dhis2_http.OnConnection`)."""
 
-    def __init__(self, dhis2: Any, **connect: Any) -> None:
+    def __init__(self, dhis2: Dhis2Connection | str, **connect: Any) -> None:
         super().__init__(dhis2, **connect)
         conn = self.conn
         # Its per-request auth must be the connection's: an explicit None would switch auth off.
@@ -93,13 +93,17 @@ class Dhis2Reader(OnConnection):
         self._client = _SharedClient(conn.http, conn.base_url, **auth)
 
     # ---- requests ----
-    def get(self, path: str, params: Params | dict[str, Any] | None = None) -> Any:
+    def _retried_get(self, path: str, params: Params | dict[str, Any] | None) -> Any:
         try:
             return self.conn.retried(lambda: self._client.get(path, params=params))  # type: ignore[arg-type]
-        except RetryableAnswer as exc:
-            raise self._http_error(path, exc.response.status_code, _payload(exc.response)) from None
-        except DHIS2HTTPError as exc:
-            raise self._http_error(path, exc.status_code, exc.payload) from None
+        except RetryableAnswer as exc:  # a 429/5xx that outlasted the attempts: as dhis2-client reports the others
+            raise DHIS2HTTPError(exc.response.status_code, path, _payload(exc.response)) from None
+
+    def get(self, path: str, params: Params | dict[str, Any] | None = None) -> Any:
+        try:
+            return self._retried_get(path, params)
+        except DHIS2HTTPError as exc:  # the translated error keeps it as its __context__ (preflight reads it)
+            raise self._http_error(path, exc) from None
         except json.JSONDecodeError as exc:
             if looks_cut_off(exc.doc):
                 raise dhis2_cut_off(path, f"{len(exc.doc):,} characters arrived, not complete JSON") from None
@@ -115,8 +119,9 @@ class Dhis2Reader(OnConnection):
                 raise dhis2_cut_off(path, str(exc)) from None
             raise unreachable(self.conn, exc) from None
 
-    def _http_error(self, path: str, status: int, payload: Any) -> Exception:
-        payload = payload if isinstance(payload, dict) else {}
+    def _http_error(self, path: str, exc: DHIS2HTTPError) -> Exception:
+        status = exc.status_code
+        payload = exc.payload if isinstance(exc.payload, dict) else {}
         message = str(payload.get("message", "")).strip()
         refused = login_refused(self.conn, status, message=message)
         if refused is not None:

@@ -113,12 +113,12 @@ def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: 
     continue_run(context, run, "await_prediction")
     tag_running_run(context, {CHAP_JOB_TAG: run.job_id or ""})
     with report_step(context, run, "await_prediction"), dhis2.connect(settings) as conn:
-        chap, reader = conn.chap, conn.reader
+        chap = conn.chap
         try:
             steps.await_prediction(run, chap, settings, log=context.log.info)
         except ChapJobFailed as exc:
             explain_failed_job(run, chap, exc)  # the prediction may exist: chap's alert step failed after it
             raise
-        collect_alerts(run, chap, reader, log=context.log.info)  # never raises: a note at worst
+        collect_alerts(run, chap, conn.reader, log=context.log.info)  # never raises: a note at worst
     # The success report is written by the last op, publish_forecasts (defs/publishing.py).
     return run
