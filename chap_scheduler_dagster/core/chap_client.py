@@ -39,6 +39,7 @@ from .errors import (
     Rejection,
 )
 from .http_faults import (
+    REACH_HINT,
     chap_call,
     cut_off_on_the_wire,
     explain,
@@ -47,7 +48,7 @@ from .http_faults import (
     looks_cut_off,
     looks_like_html,
     summarize_chap_detail,
-    unreachable,
+    unreachable_text,
 )
 from .retry import RetryableAnswer
 
@@ -132,7 +133,7 @@ class ChapClient(OnConnection):
                 method, path, "a complete answer", f"{type(exc).__name__}: {exc}",
                 problem="the answer was cut off before its end",
             )
-        return unreachable(self.conn, exc, f" for chap {method} {path}", error=ChapUnreachable)  # type: ignore[return-value]
+        return ChapUnreachable(unreachable_text(self.conn, exc, f" for chap {method} {path}"), hint=REACH_HINT)
 
     def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
         status = response.status_code
@@ -162,11 +163,12 @@ class ChapClient(OnConnection):
         if status in (502, 503, 504):
             why = explain("chap", status, call)
             if web:
-                said = f"DHIS2's route 'chap' is configured but chap-core did not answer (HTTP {status}: {message})"
+                said = (f"DHIS2's route 'chap' is configured but chap-core did not answer (HTTP {status}: {message}): "
+                        f"{why.cause}")
             else:
                 shown = _text_snippet(body) if isinstance(body, str) or body is None else summarize_chap_detail(body)
                 said = f"chap {method} {path} -> HTTP {status} from DHIS2 or its proxy: {why.cause} ({shown})"
-            raise ChapUnreachable(f"{said}: {why.cause}" if web else said, hint=why.fix)
+            raise ChapUnreachable(said, hint=why.fix)
         if web:
             if status == 404:
                 raise ChapRouteMissing(

@@ -15,8 +15,8 @@ import httpx
 import orjson
 
 from .dhis2_http import Dhis2Connection, OnConnection
-from .errors import Dhis2RequestFailed
-from .http_faults import login_refused, timed_out, unreachable
+from .errors import Dhis2RequestFailed, Dhis2Unreachable
+from .http_faults import login_refused, timed_out, unreachable_text
 
 DATA_VALUE_SETS = "/api/dataValueSets"
 Strategy = Literal["CREATE_AND_UPDATE", "DELETE"]
@@ -167,7 +167,8 @@ class Dhis2Writer(OnConnection):
                 "then republish (identical values are ignored by DHIS2).",
             ) from None
         except httpx.TransportError as exc:
-            raise unreachable(self.conn, exc, f" for the {what}", hint="Check that DHIS2 is up, then republish.") from None
+            raise Dhis2Unreachable(unreachable_text(self.conn, exc, f" for the {what}"),
+                                   hint="Check that DHIS2 is up, then republish.") from None
         return self._summary(what, response)
 
     def _summary(self, what: str, response: httpx.Response) -> ImportSummary:

@@ -25,8 +25,9 @@ from dhis2_client import DHIS2Client, DHIS2HTTPError
 from pydantic import BaseModel, ConfigDict, Field
 
 from .dhis2_http import Dhis2Connection, OnConnection
-from .errors import Dhis2RequestFailed, redact_url
+from .errors import Dhis2RequestFailed, Dhis2Unreachable, redact_url
 from .http_faults import (
+    REACH_HINT,
     cut_off_on_the_wire,
     dhis2_call,
     dhis2_cut_off,
@@ -36,7 +37,7 @@ from .http_faults import (
     looks_cut_off,
     looks_like_html,
     timed_out,
-    unreachable,
+    unreachable_text,
 )
 from .retry import RetryableAnswer
 
@@ -117,7 +118,7 @@ class Dhis2Reader(OnConnection):
         except httpx.TransportError as exc:
             if cut_off_on_the_wire(exc):
                 raise dhis2_cut_off(path, str(exc)) from None
-            raise unreachable(self.conn, exc) from None
+            raise Dhis2Unreachable(unreachable_text(self.conn, exc), hint=REACH_HINT) from None
 
     def _http_error(self, path: str, exc: DHIS2HTTPError) -> Exception:
         status = exc.status_code

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 import httpx
 
-from .errors import Dhis2AuthFailed, Dhis2RequestFailed, Dhis2Unreachable, SchedulerError, redact_url
+from .errors import Dhis2AuthFailed, Dhis2RequestFailed, Dhis2Unreachable, redact_url
 
 if TYPE_CHECKING:
     from .dhis2_http import Dhis2Connection
@@ -274,12 +274,9 @@ def cut_off_on_the_wire(exc: BaseException) -> bool:
     return isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc)
 
 
-def unreachable(
-    conn: Dhis2Connection, exc: BaseException, doing: str = "", *, hint: str = REACH_HINT,
-    error: type[SchedulerError] = Dhis2Unreachable,
-) -> SchedulerError:
-    """No answer at all (refused, reset, DNS, …), naming DHIS2's redacted address and what was being done."""
-    return error(f"could not reach DHIS2 at {redact_url(conn.base_url)}{doing}: {type(exc).__name__}: {exc}", hint=hint)
+def unreachable_text(conn: Dhis2Connection, exc: BaseException, doing: str = "") -> str:
+    """No answer at all (refused, reset, DNS, …), in words naming DHIS2's redacted address and what was being done."""
+    return f"could not reach DHIS2 at {redact_url(conn.base_url)}{doing}: {type(exc).__name__}: {exc}"
 
 
 def timed_out(conn: Dhis2Connection, exc: BaseException, what: str, hint: str, then: str = "") -> Dhis2Unreachable:
