@@ -1,8 +1,8 @@
 """chap-core client over DHIS2's route proxy (``<dhis2>/api/routes/chap/run/<chap path>``).
 
-Built on httpx rather than dhis2-client because chap's error bodies must survive verbatim
-(dhis2-client collapses them). Every request has a timeout; GETs are retried with backoff
-on transport errors and 5xx; POSTs are sent once.
+Plain httpx on the run step's DHIS2 connection (``core.dhis2_http``) rather than dhis2-client, because
+chap's error bodies must survive verbatim (dhis2-client collapses them). Every request has a timeout;
+GETs follow the connection's retry policy; POSTs are sent once.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .chap_models import (
     PredictionSetup,
     PredictionSummary,
 )
-from .dhis2_http import dhis2_http_client
+from .dhis2_http import Dhis2Connection, OnConnection
 from .errors import (
     ChapHttpError,
     ChapJobFailed,
@@ -35,76 +35,42 @@ from .errors import (
     ChapSubmitUncertain,
     ChapUnexpectedAnswer,
     ChapUnreachable,
-    Dhis2AuthFailed,
     PredictionSetupNotFound,
     Rejection,
-    redact_url,
 )
-from .http_faults import chap_call, explain, looks_cut_off, summarize_chap_detail
-from .retry import RETRYABLE_STATUS, with_retries
+from .http_faults import (
+    REACH_HINT,
+    chap_call,
+    cut_off_on_the_wire,
+    explain,
+    login_page,
+    login_refused,
+    looks_cut_off,
+    looks_like_html,
+    summarize_chap_detail,
+    unreachable_text,
+)
+from .retry import RetryableAnswer
 
 ROUTE_PREFIX = "/api/routes/chap/run"
 # Statuses chap reports while a job is not finished yet (compared upper-case).
 TRANSIENT_JOB_STATUSES = frozenset({"PENDING", "RECEIVED", "STARTED", "RUNNING", "QUEUED", "PROCESSING", "RETRY"})
 
 
-class ChapClient:
-    """Talks to one chap-core through one DHIS2, authenticating as the DHIS2 user."""
+class ChapClient(OnConnection):
+    """Talks to one chap-core through one DHIS2, authenticating as the DHIS2 user, over a connection
+    (see :class:`~.dhis2_http.OnConnection`)."""
 
-    def __init__(
-        self,
-        dhis2_base_url: str,
-        *,
-        username: str = "",
-        password: str = "",
-        token: str = "",
-        timeout_seconds: float = 60.0,
-        get_attempts: int = 4,
-        sleep: Callable[[float], None] = time.sleep,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.dhis2_base_url = dhis2_base_url.rstrip("/")
-        self.username = username
-        self._http = dhis2_http_client(
-            self.dhis2_base_url + ROUTE_PREFIX, username=username, password=password, token=token,
-            timeout_seconds=timeout_seconds, transport=transport,
-        )
-        self._get_attempts = get_attempts
-        self._sleep = sleep
+    def __init__(self, dhis2: Dhis2Connection | str, **connect: Any) -> None:
+        super().__init__(dhis2, **connect)
         self._api: ChapApi | None = None
-
-    # ---- lifecycle ----
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "ChapClient":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- transport ----
     def _get(self, path: str, params: Any = None) -> Any:
-        def once() -> Any:
-            try:
-                response = self._http.get(path, params=params)
-            except httpx.TransportError as exc:
-                raise _RetryableTransport(exc) from exc
-            if response.status_code in RETRYABLE_STATUS:
-                raise _RetryableStatus(response)
-            return response
-
         try:
-            response = with_retries(
-                once,
-                attempts=self._get_attempts,
-                retryable=lambda e: isinstance(e, (_RetryableTransport, _RetryableStatus)),
-                sleep=self._sleep,
-            )
-        except _RetryableTransport as exc:
-            raise self._transport_error("GET", path, exc.cause) from exc.cause
-        except _RetryableStatus as exc:
-            response = exc.response
+            response = self.conn.get(ROUTE_PREFIX + path, params=params)
+        except httpx.TransportError as exc:
+            raise self._transport_error("GET", path, exc) from exc
         return self._decode("GET", path, response)
 
     def _post(self, path: str, *, content: bytes | Iterable[bytes], content_length: int | None = None) -> Any:
@@ -112,7 +78,7 @@ class ChapClient:
         if content_length is not None:
             headers["Content-Length"] = str(content_length)
         try:
-            response = self._http.post(path, content=content, headers=headers)
+            response = self.conn.http.post(ROUTE_PREFIX + path, content=content, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # No connection was made, so nothing was sent: not uncertain.
             raise self._transport_error("POST", path, exc) from exc
@@ -130,17 +96,44 @@ class ChapClient:
             raise ChapSubmitUncertain(path, f"HTTP {response.status_code} from DHIS2's route")
         return self._decode("POST", path, response)
 
+    def get_array_text(self, path: str, params: Any = None) -> str:
+        """A GET whose answer is a (large) JSON array, as text; retried and explained like any GET.
+
+        Streamed, so the response does not keep its body: httpx responses sit in reference cycles
+        and would hold several MB each until the next full garbage collection.
+        """
+
+        def once() -> tuple[httpx.Response, bytearray | None]:
+            with self.conn.http.stream("GET", ROUTE_PREFIX + path, params=params) as response:
+                if not 200 <= response.status_code < 300:
+                    response.read()
+                    return response, None
+                body = bytearray()
+                for piece in response.iter_bytes():
+                    body += piece
+                return response, body
+
+        try:
+            response, body = self.conn.retried(once)
+        except RetryableAnswer as exc:
+            response, body = exc.response, None
+        except httpx.TransportError as exc:
+            raise self._transport_error("GET", path, exc) from None
+        if body is None or not body.lstrip().startswith(b"["):
+            if body is not None:
+                response._content = bytes(body)  # for the error mapping (an HTML login page, …)
+            self._decode("GET", path, response)  # raises the error this answer means, if it has one
+            raise ChapHttpError("GET", path, response.status_code, bytes(body or b"")[:300].decode(errors="replace"),
+                                hint="Expected chap's list of forecast rows.")
+        return body.decode("utf-8")
+
     def _transport_error(self, method: str, path: str, exc: Exception) -> ChapError:
-        if _cut_off_transport(exc):
+        if cut_off_on_the_wire(exc):
             return ChapUnexpectedAnswer(
                 method, path, "a complete answer", f"{type(exc).__name__}: {exc}",
                 problem="the answer was cut off before its end",
             )
-        return ChapUnreachable(
-            f"could not reach DHIS2 at {redact_url(self.dhis2_base_url)} for chap {method} {path}: "
-            f"{type(exc).__name__}: {exc}",
-            hint="Check DHIS2_BASE_URL and that DHIS2 is up and reachable from the Dagster run worker.",
-        )
+        return ChapUnreachable(unreachable_text(self.conn, exc, f" for chap {method} {path}"), hint=REACH_HINT)
 
     def _decode(self, method: str, path: str, response: httpx.Response) -> Any:
         status = response.status_code
@@ -151,24 +144,32 @@ class ChapClient:
                 # chap's own 401 relayed by the route (CHAP_API_TOKEN set): the route's credentials, not the user's.
                 why = explain("chap", 401, call)
                 raise ChapHttpError(method, path, status, chap_body["detail"], hint=why.fix, cause=why.cause)
-        if status in (301, 302, 303, 307, 308) or status == 401:
-            raise Dhis2AuthFailed(self.username or "<token>", self.dhis2_base_url, f"HTTP {status} on the chap route")
+        refused = login_refused(self.conn, status, " on the chap route")
+        if refused is not None:
+            raise refused
         body = _json_or_text(response)
         if 200 <= status < 300:
             if isinstance(body, _CutOff):
                 raise ChapUnexpectedAnswer(
                     method, path, "complete JSON", body.text, problem=f"the answer was cut off after {body.size} bytes"
                 )
-            if isinstance(body, str) and _looks_like_html(body):
-                raise Dhis2AuthFailed(
-                    self.username or "<token>", self.dhis2_base_url, "DHIS2 answered with an HTML page (login page?)"
-                )
+            if isinstance(body, str) and looks_like_html(body):
+                raise login_page(self.conn, " on the chap route")
             return body
         if isinstance(body, _CutOff):
             body = body.text
-        if isinstance(body, dict) and "httpStatusCode" in body:
-            # A DHIS2 WebMessage: DHIS2 itself answered, not chap.
-            message = str(body.get("message", ""))
+        web = isinstance(body, dict) and "httpStatusCode" in body  # a DHIS2 WebMessage: DHIS2 answered, not chap
+        message = str(body.get("message", "")) if web else ""
+        if status in (502, 503, 504):
+            why = explain("chap", status, call)
+            if web:
+                said = (f"DHIS2's route 'chap' is configured but chap-core did not answer (HTTP {status}: {message}): "
+                        f"{why.cause}")
+            else:
+                shown = _text_snippet(body) if isinstance(body, str) or body is None else summarize_chap_detail(body)
+                said = f"chap {method} {path} -> HTTP {status} from DHIS2 or its proxy: {why.cause} ({shown})"
+            raise ChapUnreachable(said, hint=why.fix)
+        if web:
             if status == 404:
                 raise ChapRouteMissing(
                     f"DHIS2 has no usable route 'chap' ({message})",
@@ -180,25 +181,11 @@ class ChapClient:
                     f"DHIS2 user {self.username!r} may not run the route 'chap' ({message})",
                     hint="Add one of the route's authorities to the DHIS2 user, or run as a user who has them.",
                 )
-            if status in (502, 503, 504):
-                why = explain("chap", status, call)
-                raise ChapUnreachable(
-                    f"DHIS2's route 'chap' is configured but chap-core did not answer (HTTP {status}: {message}): "
-                    f"{why.cause}",
-                    hint=why.fix,
-                )
             why = explain("dhis2", status, call)
             code = f" ({body['errorCode']})" if body.get("errorCode") else ""
             raise ChapHttpError(
                 method, path, status, message, hint=why.fix,
                 cause=f"DHIS2 answered for its route 'chap': {why.cause}", summary=f"{message or 'no message'}{code}",
-            )
-        if status in (502, 503, 504):
-            why = explain("chap", status, call)
-            raise ChapUnreachable(
-                f"chap {method} {path} -> HTTP {status} from DHIS2 or its proxy: {why.cause} "
-                f"({_text_snippet(body) if isinstance(body, str) or body is None else summarize_chap_detail(body)})",
-                hint=why.fix,
             )
         if status == 400:
             detail = body.get("detail") if isinstance(body, dict) else None
@@ -340,7 +327,7 @@ class ChapClient:
                     raise
                 if on_status is not None:
                     on_status(f"not reachable, still waiting ({exc})")
-                self._sleep(poll_interval_seconds)
+                self.conn.sleep(poll_interval_seconds)
                 continue
             if status != last and on_status is not None:
                 on_status(status)
@@ -355,7 +342,7 @@ class ChapClient:
                     hint="chap keeps running it. Raise CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS if the model is "
                     "slow, or check chap-core's worker.",
                 )
-            self._sleep(poll_interval_seconds)
+            self.conn.sleep(poll_interval_seconds)
 
     def job_failure_text(self, job_id: str, status: str) -> ChapJobFailed:
         description = self.job_description(job_id)
@@ -398,18 +385,6 @@ class ChapClient:
         return summary
 
 
-class _RetryableTransport(Exception):
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-class _RetryableStatus(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"HTTP {response.status_code}")
-        self.response = response
-
-
 class _CutOff:
     """A body that starts like JSON but ends early: the answer was cut off on the way."""
 
@@ -430,19 +405,9 @@ def _json_or_text(response: httpx.Response) -> Any:
         return text
 
 
-def _cut_off_transport(exc: Exception) -> bool:
-    # httpx/h11: "peer closed connection without sending complete message body: received N bytes, expected M"
-    return isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc)
-
-
-def _looks_like_html(text: str) -> bool:
-    head = text.lstrip()[:200].lower()
-    return head.startswith("<!doctype html") or head.startswith("<html")
-
-
 def _text_snippet(body: Any) -> str:
     text = body if isinstance(body, str) else orjson.dumps(body).decode() if body is not None else ""
-    if _looks_like_html(text):
+    if looks_like_html(text):
         return "an HTML error page"
     return text[:300]
 

@@ -1,6 +1,6 @@
 """Writing data values into DHIS2: ``POST /api/dataValueSets`` and its import summary.
 
-Built on httpx (not dhis2-client) because a 409 with status WARNING is an import summary to
+Plain httpx on the run step's DHIS2 connection (not dhis2-client) because a 409 with status WARNING is an import summary to
 read, not a transport failure, and dhis2-client turns every non-2xx into an exception.
 Imports are never retried: a failed chunk is reported, and the operator republishes.
 """
@@ -14,8 +14,9 @@ from typing import Any, Literal
 import httpx
 import orjson
 
-from .dhis2_http import dhis2_http_client
-from .errors import Dhis2AuthFailed, Dhis2RequestFailed, Dhis2Unreachable, redact_url
+from .dhis2_http import Dhis2Connection, OnConnection
+from .errors import Dhis2RequestFailed, Dhis2Unreachable
+from .http_faults import login_refused, timed_out, unreachable_text
 
 DATA_VALUE_SETS = "/api/dataValueSets"
 Strategy = Literal["CREATE_AND_UPDATE", "DELETE"]
@@ -138,61 +139,43 @@ def group_conflicts(conflicts: list[Conflict], examples: int = 3) -> list[Confli
     return groups
 
 
-class Dhis2Writer:
-    """Posts data value sets to one DHIS2. Close it (use ``with``)."""
+class Dhis2Writer(OnConnection):
+    """Posts data value sets to one DHIS2, over a connection (see :class:`~.dhis2_http.OnConnection`).
+
+    Imports are slow: their POSTs wait ``timeout_seconds`` (default: the connection's, at least 120 s).
+    """
 
     def __init__(
-        self,
-        base_url: str,
-        *,
-        username: str = "",
-        password: str = "",
-        token: str = "",
-        timeout_seconds: float = 120.0,
-        transport: httpx.BaseTransport | None = None,
+        self, dhis2: Dhis2Connection | str, *, timeout_seconds: float | None = None, **connect: Any
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.username = username
-        self._http = dhis2_http_client(
-            self.base_url, username=username, password=password, token=token,
-            timeout_seconds=timeout_seconds, transport=transport,
-        )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> "Dhis2Writer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().__init__(dhis2, **connect)
+        self._timeout = Dhis2Connection.timeout(timeout_seconds or max(self.conn.timeout_seconds, 120.0))
 
     def post_data_values(self, body: bytes, *, dry_run: bool, strategy: Strategy = "CREATE_AND_UPDATE") -> ImportSummary:
         """One ``POST /api/dataValueSets`` with a JSON ``{"dataValues": [...]}`` body, sent once."""
         params = {"dryRun": "true" if dry_run else "false", "importStrategy": strategy, "preheatCache": "true"}
         what = f"{'dry run of ' if dry_run else ''}{DATA_VALUE_SETS} ({strategy})"
         try:
-            response = self._http.post(
-                DATA_VALUE_SETS, params=params, content=body, headers={"Content-Type": "application/json"}
+            response = self.conn.http.post(
+                DATA_VALUE_SETS, params=params, content=body, headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
             )
         except httpx.TimeoutException as exc:
-            raise Dhis2Unreachable(
-                f"DHIS2 at {redact_url(self.base_url)} did not answer the {what} in time ({type(exc).__name__}); "
-                "DHIS2 may still complete this chunk",
+            raise timed_out(
+                self.conn, exc, f"the {what}", then="; DHIS2 may still complete this chunk",
                 hint="Lower CHAP_SCHEDULER_PUBLISH_CHUNK_VALUES or raise CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS, "
                 "then republish (identical values are ignored by DHIS2).",
             ) from None
         except httpx.TransportError as exc:
-            raise Dhis2Unreachable(
-                f"could not reach DHIS2 at {redact_url(self.base_url)} for the {what}: {type(exc).__name__}: {exc}",
-                hint="Check that DHIS2 is up, then republish.",
-            ) from None
+            raise Dhis2Unreachable(unreachable_text(self.conn, exc, f" for the {what}"),
+                                   hint="Check that DHIS2 is up, then republish.") from None
         return self._summary(what, response)
 
     def _summary(self, what: str, response: httpx.Response) -> ImportSummary:
         status = response.status_code
-        if status in (301, 302, 303, 307, 308) or status == 401:
-            raise Dhis2AuthFailed(self.username or "<token>", self.base_url, f"HTTP {status} on the {what}")
+        refused = login_refused(self.conn, status, f" on the {what}")
+        if refused is not None:
+            raise refused
         body: Any
         try:
             body = orjson.loads(response.content) if response.content else None
@@ -201,7 +184,7 @@ class Dhis2Writer:
         if status == 403:
             message = body.get("message", "") if isinstance(body, dict) else ""
             raise Dhis2RequestFailed(
-                f"DHIS2 user {self.username or '<token>'!r} may not write data values ({message or 'HTTP 403'})",
+                f"DHIS2 user {self.conn.user!r} may not write data values ({message or 'HTTP 403'})",
                 status,
                 hint="Give the DHIS2 user the authority to add data values (F_DATAVALUE_ADD) and data write "
                 "sharing on the target data elements (and F_DATAVALUE_DELETE for stale cells).",
@@ -227,8 +210,9 @@ class Dhis2Writer:
     def start_analytics(self, last_years: int = 1) -> str:
         """Start DHIS2's analytics table update for recent years; returns what the report says."""
         try:
-            response = self._http.post(
-                "/api/resourceTables/analytics", params={"lastYears": str(last_years), "skipResourceTables": "true"}
+            response = self.conn.http.post(
+                "/api/resourceTables/analytics", params={"lastYears": str(last_years), "skipResourceTables": "true"},
+                timeout=self._timeout,
             )
         except httpx.TransportError as exc:
             return f"could not start DHIS2's analytics table update ({type(exc).__name__}); values reach dashboards " \

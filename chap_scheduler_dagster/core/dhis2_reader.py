@@ -1,12 +1,14 @@
 """Reading DHIS2 through ``dhis2-client``: system info, analytics and org units.
 
 The adapter works around the library's known defects (reference/dhis2.md §1.10):
+- it cannot be given an httpx client, only build its own (``_build_client``); it is made to use the
+  run step's connection (``core.dhis2_http``) instead, so it opens no second pool;
 - every DHIS2Client registers ``atexit(close)``, pinning it for the life of the process,
-  so we unregister it and close the client ourselves (one reader per run);
-- its retries are immediate and cover 5xx only, so we switch them off and retry GETs
-  with backoff on 5xx, 429 and transport errors;
-- a login page (302, or 200 with HTML) and a 401 become a clear authentication error
-  instead of a JSON crash; transport errors and timeouts get a message that names DHIS2.
+  so we unregister it and leave closing to the connection;
+- its retries are immediate and cover 5xx only, so we switch them off; the connection's policy
+  retries GETs with backoff (and Retry-After) on 429, 5xx, transport errors and cut-off answers;
+- its error payload collapses a non-JSON body into a message: a login page (302, or 200 with HTML)
+  and a 401 become a clear authentication error, HTML error pages are named, never quoted.
 """
 
 from __future__ import annotations
@@ -14,17 +16,30 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
+import orjson
 from dhis2_client import DHIS2Client, DHIS2HTTPError
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import Dhis2AuthFailed, Dhis2RequestFailed, Dhis2Unreachable, redact_url
-from .http_faults import dhis2_call, explain, looks_cut_off
-from .retry import RETRYABLE_STATUS, with_retries
+from .dhis2_http import Dhis2Connection, OnConnection
+from .errors import Dhis2RequestFailed, Dhis2Unreachable, redact_url
+from .http_faults import (
+    REACH_HINT,
+    cut_off_on_the_wire,
+    dhis2_call,
+    dhis2_cut_off,
+    explain,
+    login_page,
+    login_refused,
+    looks_cut_off,
+    looks_like_html,
+    timed_out,
+    unreachable_text,
+)
+from .retry import RetryableAnswer
 
 # dhis2-client logs every non-2xx at ERROR through Python's last-resort handler;
 # the scheduler reports errors itself, with context.
@@ -52,101 +67,67 @@ class Dhis2SystemInfo(BaseModel):
     calendar: str | None = None
 
 
-class Dhis2Reader:
-    """One DHIS2 connection for the length of one run (or one sensor tick). Close it."""
+class _SharedClient(DHIS2Client):
+    """dhis2-client on the connection's httpx client: its only way in is the client it builds."""
 
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        username: str = "",
-        password: str = "",
-        token: str = "",
-        timeout_seconds: float = 60.0,
-        get_attempts: int = 4,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.username = username
-        self._client = DHIS2Client(
-            self.base_url,
-            username=username or None,
-            password=password or None if not token else None,
-            token=token or None,
-            timeout=timeout_seconds,
-            connect_timeout=min(timeout_seconds, 15.0),
-            retries=0,
-        )
-        atexit.unregister(self._client.close)
-        self._get_attempts = get_attempts
-        self._sleep = sleep
+    def __init__(self, http: httpx.Client, base_url: str, **auth: Any) -> None:
+        self._shared = http
+        super().__init__(base_url, retries=0, **auth)
+        atexit.unregister(self.close)
 
-    def close(self) -> None:
-        self._client.close()
+    def _build_client(self) -> httpx.Client:
+        return self._shared
 
-    def __enter__(self) -> "Dhis2Reader":
-        return self
+    def close(self) -> None:  # the connection closes the httpx client
+        self._client = None
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+
+class Dhis2Reader(OnConnection):
+    """DHIS2's Web API over a connection (see :class:`~.dhis2_http.OnConnection`)."""
+
+    def __init__(self, dhis2: Dhis2Connection | str, **connect: Any) -> None:
+        super().__init__(dhis2, **connect)
+        conn = self.conn
+        # Its per-request auth must be the connection's: an explicit None would switch auth off.
+        auth = {"token": conn.token} if conn.token else {"username": conn.username or None,
+                                                          "password": conn.password or None}
+        self._client = _SharedClient(conn.http, conn.base_url, **auth)
 
     # ---- requests ----
-    def get(self, path: str, params: Params | dict[str, Any] | None = None) -> Any:
-        def retryable(exc: BaseException) -> bool:
-            if isinstance(exc, DHIS2HTTPError):
-                return exc.status_code in RETRYABLE_STATUS
-            if isinstance(exc, json.JSONDecodeError):
-                return looks_cut_off(exc.doc)  # cut short on the way: worth another try
-            return isinstance(exc, httpx.TransportError)
-
+    def _retried_get(self, path: str, params: Params | dict[str, Any] | None) -> Any:
         try:
-            return with_retries(
-                lambda: self._client.get(path, params=params),  # type: ignore[arg-type]
-                attempts=self._get_attempts,
-                retryable=retryable,
-                sleep=self._sleep,
-            )
-        except DHIS2HTTPError as exc:
+            return self.conn.retried(lambda: self._client.get(path, params=params))  # type: ignore[arg-type]
+        except RetryableAnswer as exc:  # a 429/5xx that outlasted the attempts: as dhis2-client reports the others
+            raise DHIS2HTTPError(exc.response.status_code, path, _payload(exc.response)) from None
+
+    def get(self, path: str, params: Params | dict[str, Any] | None = None) -> Any:
+        try:
+            return self._retried_get(path, params)
+        except DHIS2HTTPError as exc:  # the translated error keeps it as its __context__ (preflight reads it)
             raise self._http_error(path, exc) from None
         except json.JSONDecodeError as exc:
             if looks_cut_off(exc.doc):
-                raise self._cut_off(path, f"{len(exc.doc):,} characters arrived, not complete JSON") from None
+                raise dhis2_cut_off(path, f"{len(exc.doc):,} characters arrived, not complete JSON") from None
             # A 200 with a non-JSON body: DHIS2 served its login page (or a proxy served HTML).
-            raise Dhis2AuthFailed(
-                self.username or "<token>", self.base_url, "DHIS2 answered with an HTML page, not JSON (login page?)"
-            ) from None
+            raise login_page(self.conn) from None
         except httpx.TimeoutException as exc:
-            raise Dhis2Unreachable(
-                f"DHIS2 at {redact_url(self.base_url)} did not answer {path} in time ({type(exc).__name__})",
-                hint="DHIS2 may be overloaded (analytics tables running?). Try again later, or raise "
-                "CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS.",
+            raise timed_out(
+                self.conn, exc, path, hint="DHIS2 may be overloaded (analytics tables running?). Try again later, "
+                "or raise CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS.",
             ) from None
         except httpx.TransportError as exc:
-            if isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc):
-                raise self._cut_off(path, str(exc)) from None
-            raise Dhis2Unreachable(
-                f"could not reach DHIS2 at {redact_url(self.base_url)}: {type(exc).__name__}: {exc}",
-                hint="Check DHIS2_BASE_URL and that DHIS2 is up and reachable from the Dagster run worker.",
-            ) from None
-
-    def _cut_off(self, path: str, detail: str) -> Dhis2RequestFailed:
-        return Dhis2RequestFailed(
-            f"DHIS2's answer to {path} was cut off before its end ({detail}); DHIS2 was reached, but the answer "
-            "did not arrive whole",
-            hint="The connection broke while DHIS2 (or a proxy in front of it) was sending. Try again; if it repeats "
-            "for large answers, lower CHAP_SCHEDULER_MAX_ROWS_PER_REQUEST and check the proxy's timeouts and "
-            "buffering limits.",
-        )
+            if cut_off_on_the_wire(exc):
+                raise dhis2_cut_off(path, str(exc)) from None
+            raise Dhis2Unreachable(unreachable_text(self.conn, exc), hint=REACH_HINT) from None
 
     def _http_error(self, path: str, exc: DHIS2HTTPError) -> Exception:
         status = exc.status_code
         payload = exc.payload if isinstance(exc.payload, dict) else {}
         message = str(payload.get("message", "")).strip()
-        if status in (301, 302, 303, 307, 308):
-            return Dhis2AuthFailed(self.username or "<token>", self.base_url, f"HTTP {status} redirect to the login page")
-        if status == 401:
-            return Dhis2AuthFailed(self.username or "<token>", self.base_url, f"HTTP 401 {message or 'Unauthorized'}")
-        if message.lower().startswith("<!doctype") or message.lower().startswith("<html"):
+        refused = login_refused(self.conn, status, message=message)
+        if refused is not None:
+            return refused
+        if looks_like_html(message):
             message = "an HTML error page"
         why = explain("dhis2", status, dhis2_call(path))
         if status == 403:
@@ -179,3 +160,11 @@ class Dhis2Reader:
     def url_for(self, path: str, params: Params) -> str:
         """The exact URL httpx will send (for keeping request lines short)."""
         return str(httpx.URL(self.base_url + path, params=list(params)))
+
+
+def _payload(response: httpx.Response) -> Any:
+    """The error body as dhis2-client would give it: the JSON, or the text as its message."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return {"message": response.text}

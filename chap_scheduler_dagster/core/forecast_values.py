@@ -21,14 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from .chap_client import ChapClient
-from .errors import ChapHttpError
 from .periods import dhis2_id
 from .publish_targets import PublishTarget, quantile_key
-from .retry import RETRYABLE_STATUS, with_retries
 
 Rows = Callable[[float], Iterable[dict[str, Any]]]
 _WS = re.compile(r"\s*")
@@ -44,50 +41,9 @@ def prediction_rows(chap: ChapClient, prediction_id: int) -> Rows:
     path = f"/v1/analytics/prediction-entry/{prediction_id}"
 
     def rows(quantile: float) -> Iterator[dict[str, Any]]:
-        return iter_json_array(_get_text(chap, path, [("quantiles", str(quantile))]))
+        return iter_json_array(chap.get_array_text(path, [("quantiles", str(quantile))]))
 
     return rows
-
-
-class _Transient(Exception):
-    def __init__(self, cause: Exception | None = None, response: httpx.Response | None = None) -> None:
-        super().__init__(str(cause or response))
-        self.cause, self.response = cause, response
-
-
-def _get_text(chap: ChapClient, path: str, params: list[tuple[str, str]]) -> str:
-    def once() -> tuple[httpx.Response, bytearray | None]:
-        try:
-            # Streamed, so the response does not keep its body: httpx responses sit in reference
-            # cycles and would hold several MB each until the next full garbage collection.
-            with chap._http.stream("GET", path, params=params) as response:
-                if not 200 <= response.status_code < 300:
-                    response.read()
-                    if response.status_code in RETRYABLE_STATUS:
-                        raise _Transient(response=response)
-                    return response, None
-                body = bytearray()
-                for piece in response.iter_bytes():
-                    body += piece
-                return response, body
-        except httpx.TransportError as exc:
-            raise _Transient(cause=exc) from exc
-
-    try:
-        response, body = with_retries(
-            once, attempts=chap._get_attempts, retryable=lambda e: isinstance(e, _Transient), sleep=chap._sleep
-        )
-    except _Transient as exc:
-        if exc.response is None:
-            raise chap._transport_error("GET", path, exc.cause or exc) from None
-        response, body = exc.response, None
-    if body is None or not body.lstrip().startswith(b"["):
-        if body is not None:
-            response._content = bytes(body)  # for the client's error mapping (an HTML login page, …)
-        chap._decode("GET", path, response)  # raises the client's error for this answer, if it has one
-        raise ChapHttpError("GET", path, response.status_code, bytes(body or b"")[:300].decode(errors="replace"),
-                            hint="Expected chap's list of forecast rows.")
-    return body.decode("utf-8")
 
 
 def iter_json_array(text: str) -> Iterator[Any]:

@@ -1,16 +1,25 @@
-"""What an HTTP error status from chap (through DHIS2's route) or DHIS2 means, and what to do.
+"""What a failed request to DHIS2 or to chap (through DHIS2's route) means, and what to do.
 
-One table for both services: the cause in plain words and a fix that works, per status, with
+The one error mapping of the HTTP layer (``core.dhis2_http``): a login refused (401, a redirect to
+DHIS2's login page, its HTML page), no answer or no answer in time, an answer cut off on the way,
+and per status one table for both services: the cause in plain words and a fix that works, with
 refinements for the calls where a status means something specific (a 404 on the job status is
-not a 404 on the prediction request). The clients use :func:`explain`; chap's own error bodies
-are summarised by :func:`summarize_chap_detail` (field and message, never the raw JSON).
+not a 404 on the prediction request). chap's own error bodies are summarised by
+:func:`summarize_chap_detail` (field and message, never the raw JSON).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+import httpx
+
+from .errors import Dhis2AuthFailed, Dhis2RequestFailed, Dhis2Unreachable, redact_url
+
+if TYPE_CHECKING:
+    from .dhis2_http import Dhis2Connection
 
 Service = Literal["chap", "dhis2"]
 
@@ -33,6 +42,7 @@ _RATE = Explanation(
     "Try again later. If it keeps happening, lower CHAP_SCHEDULER_FETCH_CONCURRENCY and the per-DHIS2 run limit "
     "in dagster.yaml, or ask the DHIS2 administrator to raise the limit for this user.",
 )
+_ROOT_FIX = "Set DHIS2_BASE_URL to the DHIS2 root, including any context path (e.g. https://host/dhis)."
 _CHAP_DOWN = "Check that chap-core is running (GET /health/ready on chap answers 'success') and that the DHIS2 route " \
     "'chap' points at it; then launch again."
 
@@ -95,10 +105,7 @@ TABLE: dict[tuple[Service, int], Explanation] = {
         "Give the DHIS2 user read access to the configured model's data elements and org units, and the "
         "authority to run the route 'chap'.",
     ),
-    ("dhis2", 404): Explanation(
-        "DHIS2 has nothing at this address",
-        "Set DHIS2_BASE_URL to the DHIS2 root, including any context path (e.g. https://host/dhis).",
-    ),
+    ("dhis2", 404): Explanation("DHIS2 has nothing at this address", _ROOT_FIX),
     ("dhis2", 409): Explanation(
         "DHIS2 could not carry out the request (conflict)",
         "Read DHIS2's message and error code (e.g. E7124: none of the data elements, org units or periods is "
@@ -155,10 +162,7 @@ OVERRIDES: dict[tuple[Service, int, str], Explanation] = {
         "chap says the job is still running",
         "Launch again later; raise CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS if the model is slow.",
     ),
-    ("dhis2", 404, "system_info"): Explanation(
-        "the address does not look like a DHIS2 API root",
-        "Set DHIS2_BASE_URL to the DHIS2 root, including any context path (e.g. https://host/dhis).",
-    ),
+    ("dhis2", 404, "system_info"): Explanation("the address does not look like a DHIS2 API root", _ROOT_FIX),
     ("dhis2", 409, "analytics"): Explanation(
         "DHIS2 could not answer the analytics query",
         "E7124 means none of the data elements, org units or periods is valid: check the configured model's data "
@@ -238,3 +242,54 @@ def summarize_chap_detail(body: object, limit: int = 400) -> str:
 def looks_cut_off(text: str) -> bool:
     """A body that starts like JSON but does not parse was cut short on the way."""
     return text.lstrip()[:1] in ("{", "[", '"')
+
+
+# ---- no usable answer: the login refused, nothing or part of an answer ------------------------
+
+REACH_HINT = "Check DHIS2_BASE_URL and that DHIS2 is up and reachable from the Dagster run worker."
+LOGIN_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def looks_like_html(text: str) -> bool:
+    head = text.lstrip()[:200].lower()
+    return head.startswith("<!doctype html") or head.startswith("<html")
+
+
+def login_refused(conn: Dhis2Connection, status: int, where: str = "", message: str = "") -> Dhis2AuthFailed | None:
+    """DHIS2 did not let the user in: a 401, or a redirect to its login page (None for any other status)."""
+    if status in LOGIN_REDIRECTS:
+        return Dhis2AuthFailed(conn.user, conn.base_url, f"HTTP {status} redirect to the login page{where}")
+    if status == 401:
+        return Dhis2AuthFailed(conn.user, conn.base_url, f"HTTP 401 {message or 'Unauthorized'}{where}")
+    return None
+
+
+def login_page(conn: Dhis2Connection, where: str = "") -> Dhis2AuthFailed:
+    """A 200 with HTML where JSON was asked for: DHIS2 (or a proxy) served its login page."""
+    return Dhis2AuthFailed(conn.user, conn.base_url, f"DHIS2 answered with an HTML page, not JSON (login page?){where}")
+
+
+def cut_off_on_the_wire(exc: BaseException) -> bool:
+    # httpx/h11: "peer closed connection without sending complete message body: received N bytes, expected M"
+    return isinstance(exc, httpx.RemoteProtocolError) and "complete message body" in str(exc)
+
+
+def unreachable_text(conn: Dhis2Connection, exc: BaseException, doing: str = "") -> str:
+    """No answer at all (refused, reset, DNS, …), in words naming DHIS2's redacted address and what was being done."""
+    return f"could not reach DHIS2 at {redact_url(conn.base_url)}{doing}: {type(exc).__name__}: {exc}"
+
+
+def timed_out(conn: Dhis2Connection, exc: BaseException, what: str, hint: str, then: str = "") -> Dhis2Unreachable:
+    return Dhis2Unreachable(
+        f"DHIS2 at {redact_url(conn.base_url)} did not answer {what} in time ({type(exc).__name__}){then}", hint=hint
+    )
+
+
+def dhis2_cut_off(path: str, detail: str) -> Dhis2RequestFailed:
+    return Dhis2RequestFailed(
+        f"DHIS2's answer to {path} was cut off before its end ({detail}); DHIS2 was reached, but the answer "
+        "did not arrive whole",
+        hint="The connection broke while DHIS2 (or a proxy in front of it) was sending. Try again; if it repeats "
+        "for large answers, lower CHAP_SCHEDULER_MAX_ROWS_PER_REQUEST and check the proxy's timeouts and "
+        "buffering limits.",
+    )

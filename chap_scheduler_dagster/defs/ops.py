@@ -57,7 +57,8 @@ def probe_covariates(
             raise SchedulerError(
                 "the run has no partition", hint="Pick a configured model (partition) in the launchpad."
             )
-        with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
+        with dhis2.connect(settings) as conn:  # one connection for the step
+            reader, chap = conn.reader, conn.chap
             steps.connect(run, reader, chap, context.partition_key, log=context.log.info)
             tag_running_run(context, model_tags(run.report.name))
             steps.choose_window(run, request, reader, settings, today=settings.today(), log=context.log.info)
@@ -111,13 +112,13 @@ def await_prediction(context: dg.OpExecutionContext, run: PredictionRun, dhis2: 
     settings = get_settings()
     continue_run(context, run, "await_prediction")
     tag_running_run(context, {CHAP_JOB_TAG: run.job_id or ""})
-    with report_step(context, run, "await_prediction"), dhis2.chap(settings) as chap:
+    with report_step(context, run, "await_prediction"), dhis2.connect(settings) as conn:
+        chap = conn.chap
         try:
             steps.await_prediction(run, chap, settings, log=context.log.info)
         except ChapJobFailed as exc:
             explain_failed_job(run, chap, exc)  # the prediction may exist: chap's alert step failed after it
             raise
-        with dhis2.reader(settings) as reader:
-            collect_alerts(run, chap, reader, log=context.log.info)  # never raises: a note at worst
+        collect_alerts(run, chap, conn.reader, log=context.log.info)  # never raises: a note at worst
     # The success report is written by the last op, publish_forecasts (defs/publishing.py).
     return run

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from ..core import prediction_steps as steps
 from ..core.chap_alerts import forecast_alert_metadata
-from ..core.dhis2_import import Dhis2Writer
+from ..core.dhis2_http import Dhis2Connection
 from ..core.errors import redact_url
 from ..core.forecast_values import prediction_rows
 from ..core.outbreak import chap_thresholds
@@ -22,7 +22,7 @@ from ..core.prediction_steps import PredictionRun, prediction_horizon
 from ..core.publish import publish_prediction, resolve_mode
 from ..core.report import RunReport
 from ..core.republish import load_prediction
-from ..settings import SchedulerSettings, get_settings
+from ..settings import get_settings
 from .assets import _key
 from .partitions import configured_models_partitions
 from .reexecution import continue_run
@@ -144,23 +144,14 @@ class RepublishConfig(PublishForecastsConfig):
     prediction_id: int = Field(description="chap's id of the prediction to publish (see the run report).")
 
 
-def writer_for(dhis2: Dhis2Resource, settings: SchedulerSettings) -> Dhis2Writer:
-    return Dhis2Writer(
-        dhis2.base_url,
-        username=dhis2.username,
-        password=dhis2.password,
-        token=dhis2.token,
-        timeout_seconds=max(settings.http_timeout_seconds, 120.0),
-    )
-
-
-def _publish(context: dg.OpExecutionContext, run: PredictionRun, dhis2: Dhis2Resource, op_mode: str) -> None:
+def _publish(context: dg.OpExecutionContext, run: PredictionRun, conn: Dhis2Connection, op_mode: str) -> None:
     settings = get_settings()
     setup = run.require_setup()
     prediction_id = run.report.prediction_id
     mode, how = resolve_mode(op_mode, settings.publish)
     horizon = run.report.n_periods or prediction_horizon(setup, settings)[0]
-    with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap, writer_for(dhis2, settings) as writer:
+    reader, chap = conn.reader, conn.chap
+    with conn.writer(max(settings.http_timeout_seconds, 120.0)) as writer:
         result = publish_prediction(
             run.report,
             setup,
@@ -188,9 +179,9 @@ def publish_forecasts(
     context: dg.OpExecutionContext, config: PublishForecastsConfig, run: PredictionRun, dhis2: Dhis2Resource
 ) -> None:
     continue_run(context, run, "publish_forecasts")  # a re-execution from here reports as the new run
-    with report_step(context, run, "publish_forecasts"):
+    with report_step(context, run, "publish_forecasts"), dhis2.connect(get_settings()) as conn:
         context.log_event(chap_forecast_materialization(run))
-        _publish(context, run, dhis2, config.mode)
+        _publish(context, run, conn, config.mode)
     run.report.succeed()
     materialize_report(context, run.report)
 
@@ -204,11 +195,10 @@ def republish_forecast(context: dg.OpExecutionContext, config: RepublishConfig, 
     )
     report.prediction_id = config.prediction_id
     run = PredictionRun(report=report)
-    with report_step(context, run, "republish_forecast"):
-        with dhis2.reader(settings) as reader, dhis2.chap(settings) as chap:
-            steps.connect(run, reader, chap, key, log=context.log.info)
-            load_prediction(run, chap, settings, config.prediction_id)
-        _publish(context, run, dhis2, config.mode)
+    with report_step(context, run, "republish_forecast"), dhis2.connect(settings) as conn:
+        steps.connect(run, conn.reader, conn.chap, key, log=context.log.info)
+        load_prediction(run, conn.chap, settings, config.prediction_id)
+        _publish(context, run, conn, config.mode)
     run.report.succeed()
     materialize_report(context, run.report)
 

@@ -5,12 +5,13 @@ DHIS2_* variables itself when a run starts and has no launch config at all, so t
 launchpad can neither point it at another URL nor pull ``{env: DHIS2_PASSWORD}`` into a
 run (core/credential_scope.py says why). Credentials are only ever sent to the origin of
 DHIS2_BASE_URL (or DHIS2_ALLOWED_ORIGINS). chap is reached through the same DHIS2 (its
-route ``chap``), with the same credentials.
+route ``chap``), with the same credentials, over the same connection (:meth:`Dhis2Resource.connect`).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -23,6 +24,7 @@ from ..core.credential_scope import (
     credentials_from_env,
     refuse_env_references,
 )
+from ..core.dhis2_http import Dhis2Connection
 from ..core.dhis2_reader import Dhis2Reader
 from ..core.errors import SchedulerError
 from ..core.run_cause import FIX_MARKER  # the backstop report splits the fix off at it
@@ -37,7 +39,7 @@ class Dhis2Resource(dg.ConfigurableResource):
     password: str = Field(default="", description="Password of the DHIS2 user.")
     token: str = Field(default="", description="DHIS2 personal access token (d2pat_…), instead of username/password.")
 
-    def _connection(self, settings: SchedulerSettings | None) -> dict:
+    def _connection(self, settings: SchedulerSettings | None) -> dict[str, Any]:
         s = settings or get_settings()
         if self.password or self.token:
             check_destination(self.base_url, os.environ)  # before any request
@@ -49,13 +51,18 @@ class Dhis2Resource(dg.ConfigurableResource):
             "get_attempts": s.http_get_attempts,
         }
 
+    def connect(self, settings: SchedulerSettings | None = None) -> Dhis2Connection:
+        """One connection to this DHIS2 for a run step: ``.chap`` (the route), ``.reader`` (Web API reads) and
+        ``.writer()`` (data values) share it. The caller closes it (use ``with``)."""
+        return Dhis2Connection(self.base_url, **self._connection(settings))
+
     def reader(self, settings: SchedulerSettings | None = None) -> Dhis2Reader:
-        """A new DHIS2 connection. The caller closes it (use ``with``)."""
-        return Dhis2Reader(self.base_url, **self._connection(settings))
+        """Web API reads on a connection of their own. The caller closes it (use ``with``)."""
+        return Dhis2Reader(self.connect(settings), owns=True)
 
     def chap(self, settings: SchedulerSettings | None = None) -> ChapClient:
-        """A new chap client over this DHIS2's route. The caller closes it (use ``with``)."""
-        return ChapClient(self.base_url, **self._connection(settings))
+        """chap over this DHIS2's route, on a connection of its own. The caller closes it (use ``with``)."""
+        return ChapClient(self.connect(settings), owns=True)
 
 
 def dhis2_resource_from_env() -> Dhis2Resource:
@@ -80,7 +87,7 @@ class UnavailableDhis2(Dhis2Resource):
     reason: str = ""
     fix: str = ""
 
-    def _connection(self, settings: SchedulerSettings | None) -> dict:
+    def _connection(self, settings: SchedulerSettings | None) -> dict[str, Any]:
         raise SchedulerError(self.reason, hint=self.fix)
 
 

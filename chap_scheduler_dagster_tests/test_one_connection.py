@@ -1,0 +1,68 @@
+"""One connection per DHIS2 and run step: the chap route, dhis2-client's reads and the data-value writes
+share one httpx client (core/dhis2_http.py), and each step of a run opens at most one, and closes it."""
+
+from __future__ import annotations
+
+import traceback
+
+import dagster as dg
+import httpx
+import pytest
+import respx
+
+from chap_scheduler_dagster.core.dhis2_http import Dhis2Connection
+from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
+from chap_scheduler_dagster.defs.resources import Dhis2Resource
+
+from .core_fixtures import CHAP, DHIS2, PASSWORD, USER, basic
+
+STEPS = ("probe_covariates", "fetch_analytics", "submit_prediction", "await_prediction", "publish_forecasts")
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[tuple[str, httpx.Client]]:
+    """Every httpx client made while the test runs, with the op (or "other") that made it."""
+    made: list[tuple[str, httpx.Client]] = []
+    init = httpx.Client.__init__
+
+    def counting(self: httpx.Client, *args, **kwargs) -> None:
+        step = next((f.name for f in reversed(traceback.extract_stack()) if f.name in STEPS), "other")
+        made.append((step, self))
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.Client, "__init__", counting)
+    return made
+
+
+def test_chap_reads_and_writes_share_one_client(opened):
+    with respx.mock(assert_all_called=True) as mock, Dhis2Connection(DHIS2, username=USER, password=PASSWORD) as conn:
+        chap_info = mock.get(f"{CHAP}/system/info").respond(json={"chap_core_version": "2.5.1"})
+        dhis2_info = mock.get(f"{DHIS2}/api/system/info").respond(json={"version": "2.41.3"})
+        write = mock.post(f"{DHIS2}/api/dataValueSets").respond(
+            json={"status": "SUCCESS", "response": {"importCount": {"imported": 1}}})
+        assert conn.chap.system_info().chap_core_version == "2.5.1"
+        assert conn.reader.system_info().version == "2.41.3"  # through dhis2-client
+        assert conn.writer().post_data_values(b'{"dataValues": []}', dry_run=True).counts.imported == 1
+        assert conn.chap is conn.chap and conn.reader is conn.reader  # built once per connection
+    assert len(opened) == 1 and opened[0][1] is conn.http and conn.http.is_closed
+    for route in (chap_info, dhis2_info, write):
+        assert route.calls.last.request.headers["authorization"] == basic()
+
+
+def test_a_run_opens_one_connection_per_step(opened, monkeypatch):
+    from dhis2_sandbox import Sandbox, SandboxConfig
+
+    monkeypatch.setenv("CHAP_SCHEDULER_PUBLISH", "on")  # every step talks to DHIS2 or chap
+    with Sandbox(SandboxConfig(port=0)) as sb, dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("chap_configured_models", ["1"])
+        opened.clear()
+        result = dhis2_chap_prediction.execute_in_process(
+            partition_key="1", instance=instance,
+            resources={"dhis2": Dhis2Resource(base_url=sb.base_url, username="admin", password="district")},
+            run_config={"ops": {"probe_covariates": {"config": {"end_mode": "offset", "end_period_offset": 3}}}},
+        )
+        posted = [r for r in sb.requests if r[0] == "POST" and r[1].startswith("/api/dataValueSets")]
+    assert result.success and posted  # the publish step wrote values over its connection
+    steps = [step for step, _ in opened if step != "other"]
+    assert sorted(steps) == sorted(STEPS), steps  # one per step (was 9 per run: 2, 1, 1, 2, 3)
+    assert all(client.is_closed for _, client in opened)
