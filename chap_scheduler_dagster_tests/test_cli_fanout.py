@@ -269,8 +269,9 @@ def test_forked_pool_limit_crash_and_interrupt(tmp_path):
     import sys
 
     (tmp_path / "live").mkdir(), (tmp_path / "up").mkdir()
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # so there is a buffer to copy
     done = subprocess.run([sys.executable, "-c", FORKED_POOL, str(tmp_path / "live"), str(tmp_path / "up")],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=buffered)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("parent text before the fork") == 1, done.stdout
     result = json.loads(done.stdout.strip().splitlines()[-1])
