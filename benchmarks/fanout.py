@@ -85,7 +85,9 @@ def run_cli(sb, ids: list[str], limit: int, job_seconds: float) -> dict:
     env = os.environ | {"DHIS2_BASE_URL": sb.base_url, "DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": "district",
                         "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "1", "DAGSTER_HOME": home}
     started, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen([str(BIN / "chap-scheduler-run"), *ids], env=env, cwd=REPO, stdout=subprocess.PIPE,
+    # Output to a file: a pipe nobody reads until the end fills up (64 KB, about 75 models' blocks) and stalls it.
+    out_file = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+    proc = subprocess.Popen([str(BIN / "chap-scheduler-run"), *ids], env=env, cwd=REPO, stdout=out_file,
                             stderr=subprocess.DEVNULL, text=True)
     ps = psutil.Process(proc.pid)
     peak, peak_pss, most, sample = 0, 0, 0, 0
@@ -93,7 +95,9 @@ def run_cli(sb, ids: list[str], limit: int, job_seconds: float) -> dict:
         rss, pss_now, count = tree_memory(ps, with_pss=sample % 10 == 0)
         peak, peak_pss, most, sample = max(peak, rss), max(peak_pss, pss_now), max(most, count), sample + 1
         time.sleep(0.05)
-    out = proc.stdout.read() if proc.stdout else ""
+    out_file.seek(0)
+    out = out_file.read()
+    out_file.close()
     wall, cpu1 = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime
     lines = re.findall(r"^configured model (\S+): (\S+)", out, flags=re.M)
