@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         limit = cli_fanout.limit_for(instance) if len(model_ids) > 1 else None
         if limit and limit.value > 1 and os.environ.get("DAGSTER_HOME"):
             location = args.code_location or code_location_name()
-            failures += cli_fanout.run_models(model_ids, args, location, names, limit)
+            failures += cli_fanout.run_models(model_ids, args, location, names, limit, main)
             return 1 if failures else 0
         # Runs carry the code location's origin, so the UI lists, re-executes and relaunches them.
         runs = stack.enter_context(cli_runs(instance, JOB_NAME, args.code_location))

@@ -2,8 +2,9 @@
 
 The limit is the run queue's (``tag_concurrency_limits`` for ``chap_scheduler/dhis2`` in the instance's
 dagster.yaml) when the instance sets one, else ``CHAP_SCHEDULER_CLI_CONCURRENCY`` (default 2). Each child
-is ``chap-scheduler-run <id>`` with the same options, so each model is its own Dagster run with its own
-report, created and executed exactly as for a single id. Each model's block (its status line, report
+runs ``chap-scheduler-run <id>`` with the same options (forked from this process, which has Dagster and
+the code location loaded already; see core/fan_out.py), so each model is its own Dagster run with its
+own report, created and executed exactly as for a single id. Each model's block (its status line, report
 and report file) is printed in one piece as soon as its run finishes: in the order the runs finish.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 
@@ -37,6 +38,9 @@ def limit_for(instance: dg.DagsterInstance) -> FanOutLimit:
         settings.cli_concurrency,
         "CHAP_SCHEDULER_CLI_CONCURRENCY",
     )
+
+
+CHILD_ARGS = 3  # what precedes a child's arguments: python -m chap_scheduler_dagster.cli
 
 
 def child_command(args: argparse.Namespace, location: str, names: dict[str, str]):
@@ -73,11 +77,17 @@ def block(done: Finished, interrupted: bool = False) -> str:
 
 
 def run_models(model_ids: Sequence[str], args: argparse.Namespace, location: str, names: dict[str, str],
-               limit: FanOutLimit) -> int:
-    """Runs every model, prints one block per model as it finishes; returns the number that failed."""
+               limit: FanOutLimit, main: Callable[[list[str]], int] | None = None) -> int:
+    """Runs every model, prints one block per model as it finishes; returns the number that failed.
+
+    ``main`` is the command's own entry point: a forked child calls it with the arguments a new child
+    process would get.
+    """
     print(f"running {len(model_ids)} configured models, at most {limit.value} at once ({limit.source})",
           file=sys.stderr, flush=True)
-    fan = FanOut(model_ids, child_command(args, location, names), limit.value)
+    command = child_command(args, location, names)
+    forked = (lambda model_id: main(command(model_id)[CHILD_ARGS:])) if main else None
+    fan = FanOut(model_ids, command, limit.value, forked=forked)
     previous = signal.signal(signal.SIGINT, lambda *_: fan.request_interrupt())
     failures = 0
     try:

@@ -214,3 +214,72 @@ def test_fan_out_pool_limit_crash_and_interrupt(tmp_path):
     assert all(d.returncode == -signal.SIGINT for d in finished), [(d.key, d.returncode) for d in finished]  # each got SIGINT
     assert time.monotonic() - started < 10
     assert block(finished[0], interrupted=True).startswith(f"configured model {finished[0].key}: CANCELED (Ctrl-C)")
+
+
+FORKED_POOL = r'''
+import json, os, pathlib, signal, sys, threading, time
+from chap_scheduler_dagster.cli_fanout import block
+from chap_scheduler_dagster.core.fan_out import FanOut
+
+live, up = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+parent = os.getpid()
+
+def model(k):
+    # In the child: its own process and session, stdin from /dev/null; "c" fails, "r" raises.
+    if k == "c":
+        return 3
+    if k == "r":
+        raise RuntimeError("boom in the child")
+    (live / k).touch(); most, end = 0, time.monotonic() + 10
+    while most < 2 and time.monotonic() < end:
+        most = max(most, len(list(live.iterdir()))); time.sleep(0.02)
+    time.sleep(0.3); most = max(most, len(list(live.iterdir()))); (live / k).unlink()
+    alone = os.getpid() != parent and os.getsid(0) == os.getpid() and sys.stdin.read() == ""
+    print(f"configured model {k}: SUCCEEDED (saw {most}, alone {alone})")
+    return 0
+
+sys.stdout.write("parent text before the fork\n")  # not flushed: a child must not print it again
+fan = FanOut(list("abcrde"), lambda k: ["false"], limit=2, forked=model)
+assert fan.forked is not None, "did not fork"
+blocks, codes = [], {}
+while fan.busy():
+    for done in fan.wait():
+        blocks.append(block(done)); codes[done.key] = done.returncode
+
+def sleeper(k):
+    (up / k).touch(); time.sleep(30)
+    return 0
+
+# Ctrl-C at once, before the children can have set up their own handler: it must still reach them.
+fan2 = FanOut(["x", "y", "z"], lambda k: ["false"], limit=2, forked=sleeper)
+started = time.monotonic()
+fan2._start(fan2.pending.pop(0)), fan2._start(fan2.pending.pop(0))
+fan2.request_interrupt()
+finished = []
+while fan2.busy():
+    finished += fan2.wait()
+print(json.dumps({"blocks": blocks, "codes": codes, "interrupted": {d.key: d.returncode for d in finished},
+                  "never": fan2.never_started, "seconds": time.monotonic() - started}))
+'''
+
+
+def test_forked_pool_limit_crash_and_interrupt(tmp_path):
+    """Children forked from the command (a fresh single-threaded interpreter here): the same pool rules."""
+    import json
+    import sys
+
+    (tmp_path / "live").mkdir(), (tmp_path / "up").mkdir()
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # so there is a buffer to copy
+    done = subprocess.run([sys.executable, "-c", FORKED_POOL, str(tmp_path / "live"), str(tmp_path / "up")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO, env=buffered)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("parent text before the fork") == 1, done.stdout
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["codes"] == {"a": 0, "b": 0, "c": 3, "r": 1, "d": 0, "e": 0}  # a crash stopped no one
+    assert "RuntimeError: boom in the child" in done.stderr  # the child's traceback, as an interpreter prints it
+    text = "\n".join(result["blocks"])
+    saw = [int(n) for n in re.findall(r"\(saw (\d+), alone True\)", text)]
+    assert len(saw) == 4 and max(saw) == 2, text  # two at once, never three; each in its own session
+    assert "configured model c: FAILED: its process ended (exit code 3)" in text
+    assert result["interrupted"] == {"x": -signal.SIGINT, "y": -signal.SIGINT} and result["never"] == ["z"]
+    assert result["seconds"] < 10
