@@ -19,6 +19,7 @@ from chap_scheduler_dagster.core.credential_scope import (
     origin_of,
     refuse_env_references,
 )
+from chap_scheduler_dagster.core.errors import SchedulerError
 from chap_scheduler_dagster.definitions import defs
 from chap_scheduler_dagster.defs.resources import (
     Dhis2Resource,
@@ -116,7 +117,18 @@ def test_the_definition_builds_the_resource_from_the_environment(dhis2_env):
     resource = dg.build_resources({"dhis2": dhis2_resource_definition()})
     with resource as built:
         assert isinstance(built.dhis2, Dhis2Resource) and built.dhis2.base_url == BASE
-    assert dhis2_resource_definition().process_config_and_initialize().username == USER
+        assert built.dhis2.username == USER
+
+
+def test_outside_a_run_a_refused_origin_is_raised_when_used(monkeypatch, dhis2_env):
+    """The command line and sensors build the resource without a run: a refusal comes with the first use."""
+    monkeypatch.setenv("DHIS2_BASE_URL", "dhis2.test/dhis")  # no scheme: no origin to send credentials to
+    monkeypatch.setenv("DHIS2_ALLOWED_ORIGINS", BASE)
+    with dg.build_resources({"dhis2": dhis2_resource_definition()}) as built:
+        assert built.dhis2.base_url == "dhis2.test/dhis"  # still labels overviews and reports
+        with pytest.raises(SchedulerError, match="refused to send DHIS2 credentials") as err:
+            built.dhis2.chap()
+    assert "DHIS2_BASE_URL" in err.value.hint and PASSWORD not in str(err.value)
 
 
 @pytest.mark.parametrize("sensor_def", [configured_models_sensor, chap_schedule_sensor])
