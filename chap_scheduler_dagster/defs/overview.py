@@ -12,7 +12,6 @@ every run has a report.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -27,11 +26,11 @@ from ..core.run_warnings import SUCCEEDED_WITH_WARNINGS, is_success
 from ..settings import get_settings
 from .assets import report_asset_key
 from .reporting import report_materialization
-from .run_backstop import cause_of
-from ..core.run_cause import JOB_TAG
 from .jobs import dhis2_chap_prediction
 from .next_due import scheduled_next_runs
 from .partitions import configured_models_partitions
+from .resources import Dhis2Resource
+from .run_backstop import cause_of
 from .tags import CHAP_JOB_TAG, PARTITION_TAG
 
 OVERVIEW_NAME = "chap_predictions_overview"
@@ -133,11 +132,13 @@ def overview_materialization(
     known: Iterable[str] | None = None,
     names: Mapping[str, str] | None = None,
     code_location: str | None = None,
+    dhis2_url: str = "",
 ) -> dg.AssetMaterialization:
     """``names`` (chap id -> configured-model name) labels models that have no report yet.
 
     ``code_location`` (Dagster's name for this code location) picks this DHIS2's schedules for the
-    next-run column when one Dagster serves several.
+    next-run column when one Dagster serves several; ``dhis2_url`` (the ``dhis2`` resource's, redacted)
+    heads the overview.
     """
     settings = get_settings()
     rows = latest_report_rows(instance, known)
@@ -147,9 +148,7 @@ def overview_materialization(
     upcoming = scheduled_next_runs(instance, [r.setup_id for r in rows if not r.deleted], location=code_location)
     rows = [replace(r, next_run=upcoming[r.setup_id].at, next_by=upcoming[r.setup_id].by) if r.setup_id in upcoming
             else r for r in rows]
-    text = render_overview(
-        rows, location=settings.location_name, dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", ""))
-    )
+    text = render_overview(rows, location=settings.location_name, dhis2_url=dhis2_url)
     live = [r for r in rows if not r.deleted]
     return dg.AssetMaterialization(
         asset_key=overview_asset_key,
@@ -201,17 +200,15 @@ def _run_has_report(instance: dg.DagsterInstance, run_id: str, key: str) -> bool
     return False
 
 
-def backstop_report(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, event: dg.DagsterEvent | None
-) -> RunReport | None:
+def backstop_report(instance: dg.DagsterInstance, run: dg.DagsterRun, dhis2: Dhis2Resource) -> RunReport | None:
     """A minimal failed report for a run that ended without writing one, else None."""
     key = run.tags.get(PARTITION_TAG)
     if not key or _run_has_report(instance, run.run_id, key):
         return None
-    cause = cause_of(instance, run, key)  # from the run's own events and tags (core/run_cause.py)
+    cause = cause_of(instance, run, key, dhis2)  # from the run's own events and tags (core/run_cause.py)
     report = RunReport(
         setup_id=key,
-        dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", "")),
+        dhis2_url=redact_url(dhis2.base_url),
         location=get_settings().location_name,
         run_id=run.run_id,
     )
@@ -222,7 +219,7 @@ def backstop_report(
     report.failed_step = cause.step
     report.error = cause.text or "the run failed before its steps could write a report"
     report.hint = cause.hint
-    report.job_id = run.tags.get(JOB_TAG) or None
+    report.job_id = run.tags.get(CHAP_JOB_TAG) or None
     report.finish()
     if run.status == dg.DagsterRunStatus.CANCELED:
         # Canceled, not failed; the chap job id (tagged by await_prediction) says what may still run in chap.
@@ -233,19 +230,21 @@ def backstop_report(
 # ---- the sensors ---------------------------------------------------------------------------
 
 
-def refresh_after_run(context: dg.RunStatusSensorContext, *, backstop: bool) -> str:
+def refresh_after_run(context: dg.RunStatusSensorContext, dhis2: Dhis2Resource, *, backstop: bool) -> str:
     instance = context.instance
     run = context.dagster_run
     note = ""
     if backstop:
-        report = backstop_report(instance, run, context.dagster_event)
+        report = backstop_report(instance, run, dhis2)
         if report is not None:
             instance.report_runless_asset_event(report_materialization(report))
             note = f"; wrote the missing report for configured model {report.setup_id} (failed at {report.failed_step})"
             context.log.warning(f"run {run.run_id} ended without a report{note}")
     origin = run.remote_job_origin
     location = origin.repository_origin.code_location_origin.location_name if origin else None
-    instance.report_runless_asset_event(overview_materialization(instance, code_location=location))
+    instance.report_runless_asset_event(
+        overview_materialization(instance, code_location=location, dhis2_url=redact_url(dhis2.base_url))
+    )
     return f"overview refreshed after run {run.run_id} ({run.status.value}){note}"
 
 
@@ -258,8 +257,8 @@ def _overview_sensor(status: dg.DagsterRunStatus, name: str, backstop: bool) -> 
         description=f"After each {status.value.lower()} prediction run, refresh {OVERVIEW_NAME}"
         + (" and write the run's report if the run could not." if backstop else "."),
     )
-    def _sensor(context: dg.RunStatusSensorContext):
-        return dg.SkipReason(refresh_after_run(context, backstop=backstop))
+    def _sensor(context: dg.RunStatusSensorContext, dhis2: Dhis2Resource):
+        return dg.SkipReason(refresh_after_run(context, dhis2, backstop=backstop))
 
     return _sensor
 

@@ -92,7 +92,7 @@ def configured_models_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Re
     # The overview lists new models as "never run" and deleted ones as "deleted in chap" right away.
     overview = overview_materialization(
         context.instance, known=[*diff.keep, *diff.add], names={str(s.id): s.name for s in setups},
-        code_location=_code_location(context),
+        code_location=_code_location(context), dhis2_url=redact_url(dhis2.base_url),
     )
     return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=[overview])
 
