@@ -35,6 +35,7 @@ from .chap_models import PredictionSetup
 from .chap_schedules import InvalidCron, timezone, validate_cron
 from .dhis2_reader import ORG_UNITS_PATH, Dhis2Reader, org_unit_params
 from .errors import Dhis2AuthFailed, SchedulerError, redact_url
+from .partition_keys import key_order
 from .periods import PeriodError, periods_back
 from .run_window import (
     ProbeResult,
@@ -748,16 +749,12 @@ def _check_services(
             if setup is None:
                 result.checks.append(Check(
                     f"model {model_id}: loads", ERROR,
-                    f"chap has no configured model with id {model_id}; it has {sorted(by_id, key=_id_order)}",
+                    f"chap has no configured model with id {model_id}; it has {sorted(by_id, key=key_order)}",
                     "Name an id chap lists (chap-scheduler-run check without ids checks them all).", model=model_id,
                 ))
                 continue
             result.checks += check_model(reader, setup, settings, now=now(), target_checks=target_checks)
             result.model_seconds[model_id] = time.perf_counter() - started
-
-
-def _id_order(key: str) -> tuple[int, str]:
-    return (int(key), key) if key.isdigit() else (1 << 62, key)
 
 
 # ---- secrets --------------------------------------------------------------------------------
