@@ -113,6 +113,17 @@ def test_missing_variable_is_named(monkeypatch, dhis2_env):
     assert "d2pat_x" not in repr(credentials_from_env({"DHIS2_BASE_URL": BASE, "DHIS2_TOKEN": "d2pat_x"}))
 
 
+def test_preflight_reads_the_same_credentials_and_never_prints_the_secret():
+    from chap_scheduler_dagster.core.preflight import connection_from_env
+
+    conn = connection_from_env({"DHIS2_BASE_URL": f" {BASE} ", "DHIS2_USERNAME": USER, "DHIS2_PASSWORD": PASSWORD})
+    assert conn == credentials_from_env({"DHIS2_BASE_URL": BASE, "DHIS2_USERNAME": USER, "DHIS2_PASSWORD": PASSWORD})
+    assert conn.auth_kind == "basic auth" and PASSWORD not in repr(conn)
+    token = connection_from_env({"DHIS2_BASE_URL": BASE, "DHIS2_TOKEN": "d2pat_x"})
+    assert token.auth_kind == "personal access token" and "d2pat_x" not in repr(token)
+    assert connection_from_env({"DHIS2_USERNAME": USER}) is None  # no address: nothing to check against
+
+
 def test_the_definition_builds_the_resource_from_the_environment(dhis2_env):
     resource = dg.build_resources({"dhis2": dhis2_resource_definition()})
     with resource as built:
