@@ -20,9 +20,9 @@ import dagster as dg
 
 from ..core.cancellation import mark_canceled
 from ..core.errors import redact_url
-from ..core.overview import TABLE_COLUMNS, OverviewRow, render_overview, table_rows
+from ..core.overview import TABLE_COLUMNS, OverviewRow, render_overview, status_totals, table_rows
 from ..core.report import RunReport
-from ..core.run_warnings import SUCCEEDED_WITH_WARNINGS, is_success
+from ..core.run_warnings import SUCCEEDED, SUCCEEDED_WITH_WARNINGS, is_success
 from ..settings import get_settings
 from .assets import report_asset_key
 from .reporting import report_materialization
@@ -150,6 +150,7 @@ def overview_materialization(
             else r for r in rows]
     text = render_overview(rows, location=settings.location_name, dhis2_url=dhis2_url)
     live = [r for r in rows if not r.deleted]
+    totals = status_totals(live)  # the same counts as the overview's "Updated …" line
     return dg.AssetMaterialization(
         asset_key=overview_asset_key,
         description=f"{len(live)} configured models",
@@ -157,11 +158,11 @@ def overview_materialization(
             "overview": dg.MetadataValue.md(text),
             "models": overview_table(rows),
             "configured_models": len(live),
-            "failed": sum(1 for r in live if r.status == "failed"),
-            "succeeded": sum(1 for r in live if is_success(r.status)),  # with warnings included
-            "succeeded_with_warnings": sum(1 for r in live if r.status == SUCCEEDED_WITH_WARNINGS),
+            "failed": totals.get("failed", 0),
+            "succeeded": totals.get(SUCCEEDED, 0),  # without warnings: those are counted apart
+            "succeeded_with_warnings": totals.get(SUCCEEDED_WITH_WARNINGS, 0),
             "chap_alerts_pending": sum(r.alerts_pending for r in live),
-            "canceled": sum(1 for r in live if r.status == "canceled"),
+            "canceled": totals.get("canceled", 0),
         },
     )
 
