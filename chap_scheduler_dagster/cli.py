@@ -154,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _list_models(defs: dg.Definitions):
-    resource = defs.resources["dhis2"]
-    resolved = resource.process_config_and_initialize() if hasattr(resource, "process_config_and_initialize") else resource
-    with resolved.chap(get_settings()) as chap:
-        return chap.list_prediction_setups()
+    # Outside a run the resource reports a missing or refused DHIS2_* variable when used (a SchedulerError).
+    with dg.build_resources({"dhis2": defs.resources["dhis2"]}) as resources:
+        with resources.dhis2.chap(get_settings()) as chap:
+            return chap.list_prediction_setups()
 
 
 if __name__ == "__main__":

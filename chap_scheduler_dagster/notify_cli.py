@@ -8,11 +8,13 @@ configured.
 from __future__ import annotations
 
 import argparse
-import os
+
+import dagster as dg
 
 from .core.errors import redact_url
 from .core.notifications import Notification, NotifySettings
 from .core.notify_channels import CHANNEL_NAMES, all_secrets, channel_problems, configured_channels, deliver
+from .defs.resources import dhis2_resource_definition
 from .settings import get_settings
 
 
@@ -26,13 +28,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_message(settings: NotifySettings) -> Notification:
     location = get_settings().location_name
-    dhis2 = redact_url(os.environ.get("DHIS2_BASE_URL", "")) or "DHIS2 (DHIS2_BASE_URL not set)"
+    dhis2 = _dhis2_url() or "DHIS2 (DHIS2_BASE_URL not set)"
     return Notification(
         kind="test", severity="info", location=f"{dhis2} ({location})" if location else dhis2,
         what="this is a test message from chap-scheduler-run notify-test",
         fix="Nothing to do: notifications reach this channel.",
         run_url=f"{settings.dagster_url.rstrip('/')}/runs" if settings.dagster_url else None,
     )
+
+
+def _dhis2_url() -> str:
+    """The ``dhis2`` resource's address, redacted, as the notifications sensor labels its messages."""
+    with dg.build_resources({"dhis2": dhis2_resource_definition()}) as resources:
+        return redact_url(resources.dhis2.base_url)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from chap_scheduler_dagster.defs.assets import report_asset_key
 from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
 from chap_scheduler_dagster.defs.overview import backstop_report, latest_report_rows, overview_materialization
 from chap_scheduler_dagster.defs.reporting import report_materialization
-from chap_scheduler_dagster.defs.resources import Dhis2Resource
+from chap_scheduler_dagster.defs.resources import Dhis2Resource, UnavailableDhis2
 from chap_scheduler_dagster.defs.tags import CHAP_JOB_TAG
 
 from .test_sensors import PARTITIONS, BrokenDhis2, instance  # noqa: F401  (fixtures)
@@ -49,9 +49,12 @@ def test_backstop_of_a_canceled_run_says_canceled_with_the_chap_job(instance):  
     run = instance.get_run_by_id(broken.run_id)
     # As the UI's Terminate leaves it, with the chap job id await_prediction had tagged.
     canceled = run.with_status(dg.DagsterRunStatus.CANCELED).with_tags({**run.tags, CHAP_JOB_TAG: "job-5"})
-    report = backstop_report(instance, canceled, None)
+    # As a sensor gets the resource when a DHIS2_* variable is missing: chap is not asked.
+    dhis2 = UnavailableDhis2(base_url=DHIS2, reason="the environment variable DHIS2_PASSWORD is not set")
+    report = backstop_report(instance, canceled, dhis2)
     assert report is not None and report.status == "canceled"
     assert "chap job job-5 had been accepted and may still be running" in report.error
+    assert f"GET {DHIS2}/api/routes/chap/run/v1/jobs/job-5" in report.hint  # the resource's address
     assert "CANCELED during" in report.markdown()
 
 

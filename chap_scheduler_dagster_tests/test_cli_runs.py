@@ -114,3 +114,20 @@ def test_ctrl_c_while_waiting_cancels_names_the_chap_job_and_stops(tmp_path):
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         [run] = instance.get_runs()
         assert run.status == dg.DagsterRunStatus.CANCELED  # Dagster and the report agree
+
+
+def test_all_says_why_chap_could_not_be_asked(monkeypatch, tmp_path, capsys):
+    """--all builds the dhis2 resource outside a run: a missing variable is named, nothing runs."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DHIS2_BASE_URL", "http://dhis2.test")
+    monkeypatch.setenv("DHIS2_USERNAME", "admin")
+    for name in ("DHIS2_PASSWORD", "DHIS2_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli.main(["--all"]) == 2
+    err = capsys.readouterr().err
+    assert "could not list configured models: the environment variable DHIS2_PASSWORD is not set" in err
+    assert "— Set DHIS2_PASSWORD in the environment of the code location" in err
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_runs() == []

@@ -8,7 +8,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from chap_scheduler_dagster.core.double_runs import MODEL_TICK_TAG
+from chap_scheduler_dagster.defs.tags import MODEL_TICK_TAG
 from chap_scheduler_dagster.core.next_due import OperatorSchedule, next_runs, soonest
 from chap_scheduler_dagster.core.overview import OverviewRow, render_overview
 from chap_scheduler_dagster.defs import sensors

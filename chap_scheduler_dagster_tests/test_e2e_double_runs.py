@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from chap_scheduler_dagster.core.double_runs import MODEL_TICK_TAG
+from chap_scheduler_dagster.defs.tags import MODEL_TICK_TAG
 from dhis2_sandbox import Sandbox, SandboxConfig
 
 from .dagster_stack import LOCATION, create_database, drop_database, make_stack

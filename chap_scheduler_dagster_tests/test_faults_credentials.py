@@ -19,6 +19,7 @@ from chap_scheduler_dagster.core.credential_scope import (
     origin_of,
     refuse_env_references,
 )
+from chap_scheduler_dagster.core.errors import SchedulerError
 from chap_scheduler_dagster.definitions import defs
 from chap_scheduler_dagster.defs.resources import (
     Dhis2Resource,
@@ -112,11 +113,33 @@ def test_missing_variable_is_named(monkeypatch, dhis2_env):
     assert "d2pat_x" not in repr(credentials_from_env({"DHIS2_BASE_URL": BASE, "DHIS2_TOKEN": "d2pat_x"}))
 
 
+def test_preflight_reads_the_same_credentials_and_never_prints_the_secret():
+    from chap_scheduler_dagster.core.preflight import connection_from_env
+
+    conn = connection_from_env({"DHIS2_BASE_URL": f" {BASE} ", "DHIS2_USERNAME": USER, "DHIS2_PASSWORD": PASSWORD})
+    assert conn == credentials_from_env({"DHIS2_BASE_URL": BASE, "DHIS2_USERNAME": USER, "DHIS2_PASSWORD": PASSWORD})
+    assert conn.auth_kind == "basic auth" and PASSWORD not in repr(conn)
+    token = connection_from_env({"DHIS2_BASE_URL": BASE, "DHIS2_TOKEN": "d2pat_x"})
+    assert token.auth_kind == "personal access token" and "d2pat_x" not in repr(token)
+    assert connection_from_env({"DHIS2_USERNAME": USER}) is None  # no address: nothing to check against
+
+
 def test_the_definition_builds_the_resource_from_the_environment(dhis2_env):
     resource = dg.build_resources({"dhis2": dhis2_resource_definition()})
     with resource as built:
         assert isinstance(built.dhis2, Dhis2Resource) and built.dhis2.base_url == BASE
-    assert dhis2_resource_definition().process_config_and_initialize().username == USER
+        assert built.dhis2.username == USER
+
+
+def test_outside_a_run_a_refused_origin_is_raised_when_used(monkeypatch, dhis2_env):
+    """The command line and sensors build the resource without a run: a refusal comes with the first use."""
+    monkeypatch.setenv("DHIS2_BASE_URL", "dhis2.test/dhis")  # no scheme: no origin to send credentials to
+    monkeypatch.setenv("DHIS2_ALLOWED_ORIGINS", BASE)
+    with dg.build_resources({"dhis2": dhis2_resource_definition()}) as built:
+        assert built.dhis2.base_url == "dhis2.test/dhis"  # still labels overviews and reports
+        with pytest.raises(SchedulerError, match="refused to send DHIS2 credentials") as err:
+            built.dhis2.chap()
+    assert "DHIS2_BASE_URL" in err.value.hint and PASSWORD not in str(err.value)
 
 
 @pytest.mark.parametrize("sensor_def", [configured_models_sensor, chap_schedule_sensor])

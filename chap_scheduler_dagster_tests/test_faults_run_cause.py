@@ -9,6 +9,7 @@ from chap_scheduler_dagster.core.run_cause import JOB_TAG, POST_TAG, RunEvent, e
 from chap_scheduler_dagster.definitions import defs
 from chap_scheduler_dagster.defs.assets import report_asset_key
 from chap_scheduler_dagster.defs.overview import overview_on_canceled, overview_on_failure
+from chap_scheduler_dagster.defs.resources import dhis2_from_environment, dhis2_resource_definition
 
 RUN = "6f1c0c2e-0000-4000-8000-00000000abcd"
 STARTED = [RunEvent("STEP_START", step="probe_covariates"), RunEvent("STEP_SUCCESS", step="probe_covariates"),
@@ -87,7 +88,7 @@ def test_backstop_with_the_real_resource_and_a_missing_variable(monkeypatch, tmp
         [entry] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
         context = dg.build_run_status_sensor_context(
             sensor_name=overview_on_failure.name, dagster_event=entry.dagster_event, dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id))
+            dagster_run=instance.get_run_by_id(result.run_id), resources={"dhis2": dhis2_resource_definition()})
         overview_on_failure(context)
         meta = instance.fetch_materializations(report_asset_key, limit=1).records[0].asset_materialization.metadata
     assert meta["failed_step"].value == "resource initialization"
@@ -95,6 +96,7 @@ def test_backstop_with_the_real_resource_and_a_missing_variable(monkeypatch, tmp
     assert "the environment variable DHIS2_PASSWORD is not set in the code location" in text
     assert "**What to do:** Set DHIS2_PASSWORD in the environment of the code location" in text
     assert "Error executing resource_fn" not in text
+    assert "- **Instance:** `http://dhis2.test`" in text  # the resource knows the address without the password
     assert overview_on_canceled.name.endswith("canceled")
 
 
@@ -124,11 +126,11 @@ def test_a_dead_runs_job_is_found_by_name_when_its_id_was_never_recorded(monkeyp
         listing = router.get(route).respond(200, json=[{"id": "job-42", "name": f"m {run_marker(RUN)}",
                                                         "status": "STARTED"}])
         router.get(f"{route}/job-42").respond(200, json="STARTED")
-        tags, status = chap_lookup(run, "3")
+        tags, status = chap_lookup(run, "3", dhis2_from_environment())
     assert listing.calls.last.request.url.params["predictionSetupId"] == "3"
     assert tags[JOB_TAG] == "job-42" and status == "STARTED"
     cause = explain([*STARTED, RunEvent("ENGINE_EVENT", "terminated by signal 9")], tags, chap_status=status)
     assert "chap accepted it as job job-42 (chap says STARTED)" in cause.text
     # No POST recorded: chap is not asked at all.
     with respx.mock() as router:
-        assert chap_lookup(dg.DagsterRun(job_name="x", run_id=RUN, tags={}), "3") == ({}, None)
+        assert chap_lookup(dg.DagsterRun(job_name="x", run_id=RUN, tags={}), "3", dhis2_from_environment()) == ({}, None)

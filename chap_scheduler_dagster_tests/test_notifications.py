@@ -299,6 +299,7 @@ def test_notify_test_cli_sends_to_each_channel_and_says_what_it_answered(http_re
     assert "OK     webhook: test sent — HTTP 200" in out and "OK     teams: test sent — accepted" in out
     assert [r.path for r in http_receiver.received] == ["/hook", "/teams"]
     assert http_receiver.received[0].json()["kind"] == "test"
+    assert http_receiver.received[0].json()["location"] == "https://dhis2.example.org"  # the dhis2 resource's
 
     assert main(["notify-test", "--channel", "webhook"]) == 0
     assert http_receiver.paths()[-1] == "/hook" and len(http_receiver.received) == 3

@@ -14,6 +14,7 @@ from dagster._core.storage.dagster_run import DagsterRun
 from chap_scheduler_dagster.defs import notifications as notif
 from chap_scheduler_dagster.defs.assets import report_asset_key
 from chap_scheduler_dagster.defs.partitions import configured_models_partitions
+from chap_scheduler_dagster.defs.resources import dhis2_resource_definition
 
 from .notify_receivers import start_http_receiver
 
@@ -54,7 +55,8 @@ def _finish(instance, key: str, ok: bool, **meta) -> str:
 
 def _tick(instance, cursor):
     context = dg.build_sensor_context(instance=instance, cursor=cursor,
-                                      resources={"notify_channels": notif.notify_channels_from_env()})
+                                      resources={"notify_channels": notif.notify_channels_from_env(),
+                                                 "dhis2": dhis2_resource_definition()})
     result = notif.chap_notifications_sensor(context)
     return result.cursor, result
 
@@ -64,7 +66,8 @@ def test_nothing_configured_means_nothing_done(monkeypatch):
         monkeypatch.delenv(f"CHAP_SCHEDULER_{name}", raising=False)
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance,
-                                          resources={"notify_channels": notif.notify_channels_from_env()})
+                                          resources={"notify_channels": notif.notify_channels_from_env(),
+                                                     "dhis2": dhis2_resource_definition()})
         result = notif.chap_notifications_sensor(context)
     assert isinstance(result, dg.SkipReason)
     assert "no notification channel configured" in result.skip_message

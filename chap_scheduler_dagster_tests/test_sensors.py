@@ -423,6 +423,7 @@ def run_status_tick(instance, sensor_def, result, event_type: dg.DagsterEventTyp
         dagster_event=entry.dagster_event,
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"dhis2": Dhis2Resource(base_url=BASE, username="admin", password=PASSWORD)},
     )
     return sensor_def(ctx)
 
@@ -440,6 +441,7 @@ def test_overview_after_success_and_failure(instance, sandbox):
     [prediction_id] = sandbox.chap.predictions
     run_status_tick(instance, overview_on_success, ok, dg.DagsterEventType.RUN_SUCCESS)
     text = overview_text(instance)
+    assert text.startswith(f"# chap predictions overview (`{BASE}`)")  # the sensor's dhis2 resource
     # The sandbox forecasts months already over (its data lags): the overview says so, and why.
     assert "| 7 — Test district model | succeeded with warnings |" in text
     assert "## Warnings (latest run)" in text and "2 predicted periods already over" in text
@@ -470,6 +472,7 @@ def test_backstop_writes_the_report_of_a_run_that_could_not(instance):
     assert meta["status"].value == "failed" and meta["failed_step"].value == "resource initialization"
     assert "DHIS2_PASSWORD" in meta["error"].value and meta["run_id"].value == broken.run_id
     assert "FAILED at `resource initialization`" in meta["report"].value
+    assert f"- **Instance:** `{BASE}`" in meta["report"].value  # the sensor's dhis2 resource
     text = overview_text(instance)
     assert "| 9 | **FAILED** |" in text and f"[{broken.run_id[:8]}](/runs/{broken.run_id})" in text
     # A second look at the same run does not write a second report.

@@ -114,3 +114,27 @@ def test_a_refresh_after_a_run_keeps_the_names_discovery_gave():
         names = {r.data["model"]: r.data["name"] for r in again.metadata["models"].records}
         assert names == {"1": "A", "2": "B"}
         assert "| 2 — B | never run |" in again.metadata["overview"].value
+
+
+def test_the_overview_counts_succeeded_with_warnings_apart_from_succeeded():
+    import dagster as dg
+
+    from chap_scheduler_dagster.defs.overview import overview_materialization
+    from chap_scheduler_dagster.defs.reporting import report_materialization
+
+    plain, broken = report(setup_id="1"), report(setup_id="3")
+    warned = report(setup_id="2", org_units_without_geometry=["OU_A"])
+    plain.succeed(today=TODAY)
+    warned.succeed(today=TODAY)
+    broken.fail("probe_covariates", RuntimeError("boom"))
+    with dg.DagsterInstance.ephemeral() as instance:
+        for r in (plain, warned, broken):
+            instance.report_runless_asset_event(report_materialization(r))
+        overview = overview_materialization(instance, ["1", "2", "3", "4"])
+    meta = overview.metadata
+    counts = [meta[k].value for k in ("configured_models", "succeeded", "succeeded_with_warnings", "failed")]
+    assert counts == [4, 1, 1, 1]
+    text = meta["overview"].value
+    assert "4 configured models: 1 failed, 1 never run, 1 succeeded, 1 succeeded with warnings." in text
+    statuses = {r.data["model"]: r.data["status"] for r in meta["models"].records}
+    assert statuses == {"1": "succeeded", "2": "succeeded with warnings", "3": "failed", "4": "never run"}

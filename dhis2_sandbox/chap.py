@@ -160,15 +160,15 @@ class ChapStandIn:
             {"covariate": "mean_temperature", "dataElementId": DE_TEMP},
             {"covariate": "population", "dataElementId": DE_POP},
         ]
+        monthly_targets = [  # chap-core's vocabulary: numeric strings
+            {"quantile": "0.1", "dataElementId": DE_PRED_LOW},
+            {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN},
+            {"quantile": "0.9", "dataElementId": DE_PRED_HIGH},
+        ]
         self.add_setup(
             id=1, name="Sandboxia monthly", periodType="month", startPeriod=m_start, orgUnits=all_ous,
             covariateSources=monthly_sources, scheduleCronExpression="0 6 * * 1", scheduleEnabled=True,
-            # chap-core's vocabulary: numeric strings
-            quantileTargets=[
-                {"quantile": "0.1", "dataElementId": DE_PRED_LOW},
-                {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN},
-                {"quantile": "0.9", "dataElementId": DE_PRED_HIGH},
-            ],
+            quantileTargets=monthly_targets,
         )
         self.add_setup(
             id=2, name="Sandboxia weekly", periodType="week", startPeriod=w_start, orgUnits=all_ous,
@@ -193,11 +193,7 @@ class ChapStandIn:
                 {"covariate": "mean_temperature", "dataElementId": DE_TEMP},
             ],
             scheduleCronExpression="0 6 * * 1", scheduleEnabled=True,
-            quantileTargets=[
-                {"quantile": "0.1", "dataElementId": DE_PRED_LOW},
-                {"quantile": "0.5", "dataElementId": DE_PRED_MEDIAN},
-                {"quantile": "0.9", "dataElementId": DE_PRED_HIGH},
-            ],
+            quantileTargets=monthly_targets,
         )
         self.add_setup(
             id=4, name="Sandboxia yearly", periodType="year", startPeriod=y_start, orgUnits=all_ous,

@@ -118,10 +118,16 @@ def refuse_env_references(run_config: object) -> None:
 
 @dataclass(frozen=True)
 class Dhis2Credentials:
+    """Where DHIS2 is and who we are there: basic auth, or a personal access token."""
+
     base_url: str
     username: str = ""
     password: str = ""
     token: str = ""
+
+    @property
+    def auth_kind(self) -> str:
+        return "personal access token" if self.token else "basic auth"
 
     def __repr__(self) -> str:  # never print the secret
         return f"Dhis2Credentials(base_url={redact_url(self.base_url)!r}, username={self.username!r})"

@@ -26,8 +26,8 @@ from typing import Literal, get_args
 from croniter import croniter
 
 from .chap_schedules import InvalidCron, ScheduledSetup, timezone, validate_cron
+from .partition_keys import key_order
 
-MODEL_TICK_TAG = "chap_scheduler/model_tick"
 OperatorScope = Literal["unscheduled", "all"]
 OPERATOR_SCOPES: tuple[str, ...] = get_args(OperatorScope)
 
@@ -38,7 +38,7 @@ def tick_minute(tick: datetime) -> str:
 
 
 def model_tick(partition_key: str, tick: datetime, location: str = "") -> str:
-    """The value of :data:`MODEL_TICK_TAG`: one model at one minute (of one DHIS2: ids repeat across them)."""
+    """The value of the run tag ``chap_scheduler/model_tick`` (defs/tags.py): one model at one minute (of one DHIS2: ids repeat across them)."""
     return f"{location + '/' if location else ''}{partition_key}@{tick_minute(tick)}"
 
 
@@ -107,7 +107,7 @@ def plan_operator_tick(
             expression = chap_cron(setup, tz)
             if expression is not None:
                 crons[str(setup.id)] = expression
-    for key in sorted(set(known), key=_sort_key):
+    for key in sorted(set(known), key=key_order):
         expression = crons.get(key)
         if expression is not None and (scope == "unscheduled" or chap_fires_at(expression, tick, tz)):
             plan.left_to_chap.append(key)
@@ -116,7 +116,3 @@ def plan_operator_tick(
         else:
             plan.run.append(key)
     return plan
-
-
-def _sort_key(key: str) -> tuple[int, str]:
-    return (int(key), key) if key.isdigit() else (1 << 62, key)

@@ -15,6 +15,7 @@ from croniter import croniter
 
 from .chap_schedules import InvalidCron, timezone, validate_cron
 from .double_runs import OperatorScope
+from .partition_keys import key_order
 
 _MAX_YEARS = 9
 
@@ -85,8 +86,4 @@ def next_runs(
 def soonest(runs: Mapping[str, NextRun]) -> NextRun | None:
     if not runs:
         return None
-    return min(runs.values(), key=lambda r: (r.at, _sort_key(r.setup_id)))
-
-
-def _sort_key(key: str) -> tuple[int, str]:
-    return (int(key), key) if key.isdigit() else (1 << 62, key)
+    return min(runs.values(), key=lambda r: (r.at, key_order(r.setup_id)))

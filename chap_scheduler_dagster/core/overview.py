@@ -6,12 +6,15 @@ partition and passes plain rows here.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .partition_keys import key_order
 from .run_warnings import is_success
+
+NEVER_RUN = "never run"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,12 @@ def sort_rows(rows: Iterable[OverviewRow]) -> list[OverviewRow]:
     return sorted(rows, key=lambda row: (row.deleted, *key_order(row.setup_id)))
 
 
+def status_totals(rows: Iterable[OverviewRow]) -> dict[str, int]:
+    """Configured models (deleted ones left out) per latest status, by name; "succeeded with warnings"
+    is its own status, never counted as "succeeded"."""
+    return dict(sorted(Counter(row.status or NEVER_RUN for row in rows if not row.deleted).items()))
+
+
 def render_overview(
     rows: Iterable[OverviewRow], *, location: str = "", dhis2_url: str = "", generated_at: datetime | None = None
 ) -> str:
@@ -47,11 +56,7 @@ def render_overview(
     at = (generated_at or datetime.now(UTC)).astimezone(UTC)
     where = " — ".join(part for part in (location, f"`{dhis2_url}`" if dhis2_url else "") if part)
     lines = ["# chap predictions overview" + (f" ({where})" if where else ""), ""]
-    counts: dict[str, int] = {}
-    for row in rows:
-        if not row.deleted:
-            counts[row.status or "never run"] = counts.get(row.status or "never run", 0) + 1
-    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    summary = ", ".join(f"{n} {status}" for status, n in status_totals(rows).items())
     deleted = sum(1 for row in rows if row.deleted)
     updated = f"Updated {at.isoformat(timespec='seconds')}. {len(rows) - deleted} configured models"
     updated += f": {summary}" if summary else ""
@@ -106,10 +111,15 @@ def render_overview(
     return "\n".join(lines) + "\n"
 
 
+def last_success(row: OverviewRow) -> tuple[datetime | None, str, str]:
+    """(when, prediction id, run id) of the model's last success; the latest attempt when that succeeded."""
+    if row.last_success_when is None and is_success(row.status):
+        return row.when, row.prediction_id, row.run_id
+    return row.last_success_when, row.last_success_prediction_id, row.last_success_run_id
+
+
 def _last_success(row: OverviewRow) -> str:
-    when, prediction, run = row.last_success_when, row.last_success_prediction_id, row.last_success_run_id
-    if when is None and is_success(row.status):  # the latest attempt is the last success
-        when, prediction, run = row.when, row.prediction_id, row.run_id
+    when, prediction, run = last_success(row)
     if when is None:
         return "never" if row.status else ""
     text = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
@@ -122,7 +132,7 @@ def _last_success(row: OverviewRow) -> str:
 
 def _status(row: OverviewRow) -> str:
     if not row.status:
-        return "never run"
+        return NEVER_RUN
     if row.status == "failed":
         return "**FAILED**"
     return row.status
@@ -160,16 +170,12 @@ def table_rows(rows: Iterable[OverviewRow]) -> list[dict[str, str | bool]]:
     """One record per model, keyed like TABLE_COLUMNS; plain values only."""
     records = []
     for row in sort_rows(rows):
-        success_when, success_prediction, success_run = (
-            row.last_success_when, row.last_success_prediction_id, row.last_success_run_id
-        )
-        if success_when is None and is_success(row.status):
-            success_when, success_prediction, success_run = row.when, row.prediction_id, row.run_id
+        success_when, success_prediction, success_run = last_success(row)
         records.append(
             {
                 "model": row.setup_id,
                 "name": row.name,
-                "status": row.status or "never run",
+                "status": row.status or NEVER_RUN,
                 "when_utc": _utc(row.when),
                 "step": row.failed_step,
                 "error": " ".join(row.error.split())[:300],

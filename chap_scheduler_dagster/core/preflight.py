@@ -33,9 +33,11 @@ from .analytics_requests import plan_id_filter_blocks
 from .chap_client import ChapClient
 from .chap_models import PredictionSetup
 from .chap_schedules import InvalidCron, timezone, validate_cron
+from .credential_scope import BASE_URL_ENV, PASSWORD_ENV, TOKEN_ENV, USERNAME_ENV, Dhis2Credentials
 from .dhis2_reader import ORG_UNITS_PATH, Dhis2Reader, org_unit_params
 from .errors import Dhis2AuthFailed, SchedulerError, redact_url
-from .periods import PeriodError, periods_back
+from .partition_keys import key_order
+from .periods import periods_back
 from .run_window import (
     ProbeResult,
     WindowRequest,
@@ -192,33 +194,20 @@ def render_markdown(preflight: Preflight) -> str:
 # ---- the checks -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Connection:
-    """Where DHIS2 is and who we are there, as read from the environment (values never shown)."""
-
-    base_url: str
-    username: str = ""
-    password: str = ""
-    token: str = ""
-
-    @property
-    def auth_kind(self) -> str:
-        return "personal access token" if self.token else "basic auth"
-
-
 def env_names_set(environ: Mapping[str, str]) -> list[str]:
     return sorted(k for k, v in environ.items() if k.startswith(ENV_PREFIXES) and v)
 
 
-def connection_from_env(environ: Mapping[str, str]) -> Connection | None:
-    base_url = environ.get("DHIS2_BASE_URL", "").strip()
+def connection_from_env(environ: Mapping[str, str]) -> Dhis2Credentials | None:
+    """The DHIS2_* variables as they are, incomplete or not (check_settings names what is missing)."""
+    base_url = environ.get(BASE_URL_ENV, "").strip()
     if not base_url:
         return None
-    return Connection(
+    return Dhis2Credentials(
         base_url=base_url,
-        username=environ.get("DHIS2_USERNAME", ""),
-        password=environ.get("DHIS2_PASSWORD", ""),
-        token=environ.get("DHIS2_TOKEN", ""),
+        username=environ.get(USERNAME_ENV, ""),
+        password=environ.get(PASSWORD_ENV, ""),
+        token=environ.get(TOKEN_ENV, ""),
     )
 
 
@@ -300,7 +289,7 @@ def parse_server_time(server_date: str | None, zone: str | None) -> datetime | N
 
 
 def check_dhis2(
-    reader: Dhis2Reader, conn: Connection, now: Callable[[], datetime]
+    reader: Dhis2Reader, conn: Dhis2Credentials, now: Callable[[], datetime]
 ) -> tuple[list[Check], list[str] | None]:
     """System info (version, server time, clock skew), then who we are.
 
@@ -692,8 +681,8 @@ def _some(ids: Sequence[str], limit: int = 10) -> str:
 def run_preflight(
     environ: Mapping[str, str],
     *,
-    open_reader: Callable[[Connection, SchedulerSettings], Dhis2Reader],
-    open_chap: Callable[[Connection, SchedulerSettings], ChapClient],
+    open_reader: Callable[[Dhis2Credentials, SchedulerSettings], Dhis2Reader],
+    open_chap: Callable[[Dhis2Credentials, SchedulerSettings], ChapClient],
     model_ids: Sequence[str] = (),
     instance_checks: Callable[[], list[Check]] | None = None,
     target_checks: TargetChecks = check_quantile_targets,
@@ -725,11 +714,11 @@ def run_preflight(
 
 def _check_services(
     result: Preflight,
-    conn: Connection,
+    conn: Dhis2Credentials,
     settings: SchedulerSettings,
     model_ids: Sequence[str],
-    open_reader: Callable[[Connection, SchedulerSettings], Dhis2Reader],
-    open_chap: Callable[[Connection, SchedulerSettings], ChapClient],
+    open_reader: Callable[[Dhis2Credentials, SchedulerSettings], Dhis2Reader],
+    open_chap: Callable[[Dhis2Credentials, SchedulerSettings], ChapClient],
     target_checks: TargetChecks,
     now: Callable[[], datetime],
 ) -> None:
@@ -752,16 +741,12 @@ def _check_services(
             if setup is None:
                 result.checks.append(Check(
                     f"model {model_id}: loads", ERROR,
-                    f"chap has no configured model with id {model_id}; it has {sorted(by_id, key=_id_order)}",
+                    f"chap has no configured model with id {model_id}; it has {sorted(by_id, key=key_order)}",
                     "Name an id chap lists (chap-scheduler-run check without ids checks them all).", model=model_id,
                 ))
                 continue
             result.checks += check_model(reader, setup, settings, now=now(), target_checks=target_checks)
             result.model_seconds[model_id] = time.perf_counter() - started
-
-
-def _id_order(key: str) -> tuple[int, str]:
-    return (int(key), key) if key.isdigit() else (1 << 62, key)
 
 
 # ---- secrets --------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 import dagster as dg
 
 from ..core.chap_client import ChapClient
+from ..core.credential_scope import Dhis2Credentials
 from ..core.dhis2_reader import Dhis2Reader
-from ..core.preflight import ERROR, OK, WARNING, Check, Connection, Preflight, render_markdown, run_preflight
+from ..core.preflight import ERROR, OK, WARNING, Check, Preflight, render_markdown, run_preflight
 from ..settings import SchedulerSettings
 from .assets import report_asset_key
 from .resources import Dhis2Resource
@@ -29,15 +30,15 @@ DAEMON_FRESH_SECONDS = 120
 health_asset_key = dg.AssetKey([*report_asset_key.path[:-1], HEALTH_ASSET_NAME])
 
 
-def _resource(conn: Connection) -> Dhis2Resource:
+def _resource(conn: Dhis2Credentials) -> Dhis2Resource:
     return Dhis2Resource(base_url=conn.base_url, username=conn.username, password=conn.password, token=conn.token)
 
 
-def open_reader(conn: Connection, settings: SchedulerSettings) -> Dhis2Reader:
+def open_reader(conn: Dhis2Credentials, settings: SchedulerSettings) -> Dhis2Reader:
     return _resource(conn).reader(settings)
 
 
-def open_chap(conn: Connection, settings: SchedulerSettings) -> ChapClient:
+def open_chap(conn: Dhis2Credentials, settings: SchedulerSettings) -> ChapClient:
     return _resource(conn).chap(settings)
 
 

@@ -41,6 +41,7 @@ from .assets import report_asset_key
 from .jobs import dhis2_chap_prediction
 from .tags import DHIS2_TAG, PARTITION_TAG
 from .partitions import configured_models_partitions
+from .resources import Dhis2Resource
 
 SENSOR_NAME = "chap_notifications_sensor"
 WATCHED_SENSORS = ("configured_models_sensor", "chap_schedule_sensor")
@@ -85,9 +86,10 @@ def notify_channels_from_env() -> NotifyChannelsResource:
     return NotifyChannelsResource(**{name: dg.EnvVar(env) for name, env in SECRET_ENV.items() if os.environ.get(env)})
 
 
-def where_from_env(settings: NotifySettings) -> Where:
+def where_of(settings: NotifySettings, dhis2: Dhis2Resource) -> Where:
+    """Where messages come from: the ``dhis2`` resource's address (redacted), the location, the links."""
     return Where(
-        dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", "")),
+        dhis2_url=redact_url(dhis2.base_url),
         location_name=get_settings().location_name,
         dagster_url=settings.dagster_url,
         report_asset_path=tuple(report_asset_key.path),
@@ -202,10 +204,14 @@ def sensor_ticks(instance: dg.DagsterInstance, limit: int, location: str | None 
 
 
 def evaluate(
-    instance: dg.DagsterInstance, state: NotifyState, settings: NotifySettings, at: datetime, location: str | None = None
+    instance: dg.DagsterInstance,
+    state: NotifyState,
+    settings: NotifySettings,
+    where: Where,
+    at: datetime,
+    location: str | None = None,
 ) -> list[Notification]:
     """Every message this tick calls for (state is updated in place)."""
-    where = where_from_env(settings)
     messages: list[Notification] = []
     records = _new_runs(instance, state)
     for record in records:
@@ -241,7 +247,9 @@ def _bounded(messages: list[Notification], where: Where) -> list[Notification]:
     "pending outbreak alerts, or the discovery sensors cannot reach DHIS2/chap. Channels (webhook, Slack, Teams, "
     "email) come from CHAP_SCHEDULER_* settings; with none configured it does nothing.",
 )
-def chap_notifications_sensor(context: dg.SensorEvaluationContext, notify_channels: NotifyChannelsResource):
+def chap_notifications_sensor(
+    context: dg.SensorEvaluationContext, notify_channels: NotifyChannelsResource, dhis2: Dhis2Resource
+):
     settings = notify_channels.settings()
     channels = configured_channels(settings)
     if not channels:
@@ -253,7 +261,8 @@ def chap_notifications_sensor(context: dg.SensorEvaluationContext, notify_channe
     at = now()
     origin = getattr(context, "code_location_origin", None)
     location = getattr(origin, "location_name", None)
-    messages = _bounded(evaluate(context.instance, state, settings, at, location), where_from_env(settings))
+    here = where_of(settings, dhis2)
+    messages = _bounded(evaluate(context.instance, state, settings, here, at, location), here)
     deliveries = deliver(channels, messages, secrets=all_secrets(settings), attempts=settings.notify_attempts)
     for d in deliveries:
         (context.log.info if d.ok else context.log.warning)(d.describe())

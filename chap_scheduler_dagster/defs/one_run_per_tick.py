@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from ..core.double_runs import MODEL_TICK_TAG
+from .tags import MODEL_TICK_TAG
 
 
 def runs_at_tick(instance: dg.DagsterInstance, ticks: Mapping[str, str]) -> dict[str, str]:

@@ -12,7 +12,6 @@ every run has a report.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,18 +19,18 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from ..core.errors import redact_url
-from ..core.overview import TABLE_COLUMNS, OverviewRow, render_overview, table_rows
+from ..core.overview import TABLE_COLUMNS, OverviewRow, render_overview, status_totals, table_rows
 from ..core.report import RunReport
 from ..core.report_metadata import Key, count, text
-from ..core.run_warnings import SUCCEEDED_WITH_WARNINGS, is_success
+from ..core.run_warnings import SUCCEEDED, SUCCEEDED_WITH_WARNINGS, is_success
 from ..settings import get_settings
 from .assets import report_asset_key
 from .reporting import report_materialization
-from .run_backstop import cause_of
-from ..core.run_cause import JOB_TAG
 from .jobs import dhis2_chap_prediction
 from .next_due import scheduled_next_runs
 from .partitions import configured_models_partitions
+from .resources import Dhis2Resource
+from .run_backstop import cause_of
 from .tags import CHAP_JOB_TAG, PARTITION_TAG
 
 OVERVIEW_NAME = "chap_predictions_overview"
@@ -120,11 +119,13 @@ def overview_materialization(
     known: Iterable[str] | None = None,
     names: Mapping[str, str] | None = None,
     code_location: str | None = None,
+    dhis2_url: str = "",
 ) -> dg.AssetMaterialization:
     """``names`` (chap id -> configured-model name) labels models that have no report yet.
 
     ``code_location`` (Dagster's name for this code location) picks this DHIS2's schedules for the
-    next-run column when one Dagster serves several.
+    next-run column when one Dagster serves several; ``dhis2_url`` (the ``dhis2`` resource's, redacted)
+    heads the overview.
     """
     settings = get_settings()
     rows = latest_report_rows(instance, known)
@@ -134,10 +135,9 @@ def overview_materialization(
     upcoming = scheduled_next_runs(instance, [r.setup_id for r in rows if not r.deleted], location=code_location)
     rows = [replace(r, next_run=upcoming[r.setup_id].at, next_by=upcoming[r.setup_id].by) if r.setup_id in upcoming
             else r for r in rows]
-    text = render_overview(
-        rows, location=settings.location_name, dhis2_url=redact_url(os.environ.get("DHIS2_BASE_URL", ""))
-    )
+    text = render_overview(rows, location=settings.location_name, dhis2_url=dhis2_url)
     live = [r for r in rows if not r.deleted]
+    totals = status_totals(live)  # the same counts as the overview's "Updated …" line
     return dg.AssetMaterialization(
         asset_key=overview_asset_key,
         description=f"{len(live)} configured models",
@@ -145,11 +145,11 @@ def overview_materialization(
             "overview": dg.MetadataValue.md(text),
             "models": overview_table(rows),
             "configured_models": len(live),
-            "failed": sum(1 for r in live if r.status == "failed"),
-            "succeeded": sum(1 for r in live if is_success(r.status)),  # with warnings included
-            "succeeded_with_warnings": sum(1 for r in live if r.status == SUCCEEDED_WITH_WARNINGS),
+            "failed": totals.get("failed", 0),
+            "succeeded": totals.get(SUCCEEDED, 0),  # without warnings: those are counted apart
+            "succeeded_with_warnings": totals.get(SUCCEEDED_WITH_WARNINGS, 0),
             "chap_alerts_pending": sum(r.alerts_pending for r in live),
-            "canceled": sum(1 for r in live if r.status == "canceled"),
+            "canceled": totals.get("canceled", 0),
         },
     )
 
@@ -188,20 +188,18 @@ def _run_has_report(instance: dg.DagsterInstance, run_id: str, key: str) -> bool
     return False
 
 
-def backstop_report(
-    instance: dg.DagsterInstance, run: dg.DagsterRun, event: dg.DagsterEvent | None
-) -> RunReport | None:
+def backstop_report(instance: dg.DagsterInstance, run: dg.DagsterRun, dhis2: Dhis2Resource) -> RunReport | None:
     """A minimal failed report for a run that ended without writing one, else None."""
     key = run.tags.get(PARTITION_TAG)
     if not key or _run_has_report(instance, run.run_id, key):
         return None
-    cause = cause_of(instance, run, key)  # from the run's own events and tags (core/run_cause.py)
+    cause = cause_of(instance, run, key, dhis2)  # from the run's own events and tags (core/run_cause.py)
     stats = instance.get_run_stats(run.run_id)
     return RunReport.backstop(
-        key, redact_url(os.environ.get("DHIS2_BASE_URL", "")), location=get_settings().location_name,
+        key, redact_url(dhis2.base_url), location=get_settings().location_name,
         run_id=run.run_id, started_at=datetime.fromtimestamp(stats.start_time, UTC) if stats.start_time else None,
         step=cause.step, error=cause.text or "the run failed before its steps could write a report", hint=cause.hint,
-        job_id=run.tags.get(JOB_TAG) or None,
+        job_id=run.tags.get(CHAP_JOB_TAG) or None,
         canceled=run.status == dg.DagsterRunStatus.CANCELED, chap_job_id=run.tags.get(CHAP_JOB_TAG),
     )
 
@@ -209,19 +207,21 @@ def backstop_report(
 # ---- the sensors ---------------------------------------------------------------------------
 
 
-def refresh_after_run(context: dg.RunStatusSensorContext, *, backstop: bool) -> str:
+def refresh_after_run(context: dg.RunStatusSensorContext, dhis2: Dhis2Resource, *, backstop: bool) -> str:
     instance = context.instance
     run = context.dagster_run
     note = ""
     if backstop:
-        report = backstop_report(instance, run, context.dagster_event)
+        report = backstop_report(instance, run, dhis2)
         if report is not None:
             instance.report_runless_asset_event(report_materialization(report))
             note = f"; wrote the missing report for configured model {report.setup_id} (failed at {report.failed_step})"
             context.log.warning(f"run {run.run_id} ended without a report{note}")
     origin = run.remote_job_origin
     location = origin.repository_origin.code_location_origin.location_name if origin else None
-    instance.report_runless_asset_event(overview_materialization(instance, code_location=location))
+    instance.report_runless_asset_event(
+        overview_materialization(instance, code_location=location, dhis2_url=redact_url(dhis2.base_url))
+    )
     return f"overview refreshed after run {run.run_id} ({run.status.value}){note}"
 
 
@@ -234,8 +234,8 @@ def _overview_sensor(status: dg.DagsterRunStatus, name: str, backstop: bool) -> 
         description=f"After each {status.value.lower()} prediction run, refresh {OVERVIEW_NAME}"
         + (" and write the run's report if the run could not." if backstop else "."),
     )
-    def _sensor(context: dg.RunStatusSensorContext):
-        return dg.SkipReason(refresh_after_run(context, backstop=backstop))
+    def _sensor(context: dg.RunStatusSensorContext, dhis2: Dhis2Resource):
+        return dg.SkipReason(refresh_after_run(context, dhis2, backstop=backstop))
 
     return _sensor
 

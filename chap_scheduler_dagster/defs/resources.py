@@ -19,7 +19,7 @@ from pydantic import Field
 from ..core.chap_client import ChapClient
 from ..core.credential_scope import (
     ALLOWED_ORIGINS_ENV,
-    MissingVariable,
+    BASE_URL_ENV,
     check_destination,
     credentials_from_env,
     refuse_env_references,
@@ -81,8 +81,8 @@ def dhis2_resource_from_env() -> Dhis2Resource:
 
 
 class UnavailableDhis2(Dhis2Resource):
-    """What a sensor gets when the DHIS2_* variables are incomplete: every use raises the reason,
-    which the sensor turns into a skipped tick (a run fails at resource initialization instead)."""
+    """What a sensor (or the command line) gets when the DHIS2_* variables are incomplete or refused: every
+    use raises the reason, which a sensor turns into a skipped tick (a run fails at resource initialization)."""
 
     reason: str = ""
     fix: str = ""
@@ -109,11 +109,10 @@ def _init_dhis2(context: dg.InitResourceContext) -> Dhis2Resource:
         if run is not None:
             refuse_env_references(run.run_config)
         return dhis2_from_environment()
-    except MissingVariable as exc:
-        if run is None:  # a sensor tick: skip it with the reason rather than fail it
-            return UnavailableDhis2(base_url="", reason=str(exc), fix=exc.hint)
-        raise SchedulerError(f"{exc}{FIX_MARKER}{exc.hint}") from None
     except SchedulerError as exc:
+        if run is None:  # a sensor tick or the command line: every use raises the reason (a sensor skips with it)
+            # The address still labels overviews, backstop reports and notifications.
+            return UnavailableDhis2(base_url=os.environ.get(BASE_URL_ENV, ""), reason=str(exc), fix=exc.hint)
         raise SchedulerError(f"{exc}{FIX_MARKER}{exc.hint}") from None
 
 
@@ -128,10 +127,6 @@ class Dhis2ResourceDefinition(dg.ResourceDefinition):
             "when a run starts: DHIS2_BASE_URL, and DHIS2_USERNAME + DHIS2_PASSWORD or DHIS2_TOKEN; credentials "
             f"go only to DHIS2_BASE_URL's origin (or those in {ALLOWED_ORIGINS_ENV}). Not configurable at launch.",
         )
-
-    def process_config_and_initialize(self) -> Dhis2Resource:
-        """The resource outside a run (command line)."""
-        return dhis2_from_environment()
 
 
 def dhis2_resource_definition() -> Dhis2ResourceDefinition:

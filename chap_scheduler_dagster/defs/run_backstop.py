@@ -12,9 +12,10 @@ import dagster as dg
 from ..core.chap_client import ChapClient
 from ..core.errors import SchedulerError
 from ..core.reconcile import run_marker
-from ..core.run_cause import JOB_TAG, POST_TAG, RunCause, RunEvent, explain_run
+from ..core.run_cause import RunCause, RunEvent, explain_run
 from ..settings import get_settings
-from .resources import dhis2_from_environment
+from .resources import Dhis2Resource
+from .tags import CHAP_JOB_TAG, POST_TAG
 
 # The lookup runs inside a sensor tick: keep it short whatever the run settings say.
 LOOKUP_TIMEOUT_SECONDS = 5.0
@@ -48,22 +49,22 @@ def run_events(instance: dg.DagsterInstance, run_id: str) -> list[RunEvent]:
     return rows
 
 
-def chap_lookup(run: dg.DagsterRun, setup_id: str) -> tuple[dict[str, str], str | None]:
+def chap_lookup(run: dg.DagsterRun, setup_id: str, dhis2: Dhis2Resource) -> tuple[dict[str, str], str | None]:
     """(tags with the job id filled in when found by name, chap's status of the job); never raises."""
     tags = dict(run.tags)
-    post, job_id = tags.get(POST_TAG, ""), tags.get(JOB_TAG, "")
+    post, job_id = tags.get(POST_TAG, ""), tags.get(CHAP_JOB_TAG, "")
     if not job_id and post not in ("sending", "answer lost", "uncertain"):
         return tags, None
     settings = get_settings().model_copy(
         update={"http_timeout_seconds": LOOKUP_TIMEOUT_SECONDS, "http_get_attempts": 1}
     )
     try:
-        with dhis2_from_environment().chap(settings) as chap:
+        with dhis2.chap(settings) as chap:
             if not job_id:
                 found = chap.find_jobs_by_name(run_marker(run.run_id), int(setup_id))
                 if not found:
                     return tags, None
-                job_id = tags[JOB_TAG] = found[0].id
+                job_id = tags[CHAP_JOB_TAG] = found[0].id
             return tags, _status(chap, job_id)
     except (SchedulerError, ValueError):
         return tags, None
@@ -76,8 +77,8 @@ def _status(chap: ChapClient, job_id: str) -> str | None:
         return None
 
 
-def cause_of(instance: dg.DagsterInstance, run: dg.DagsterRun, setup_id: str) -> RunCause:
-    tags, chap_status = chap_lookup(run, setup_id)
+def cause_of(instance: dg.DagsterInstance, run: dg.DagsterRun, setup_id: str, dhis2: Dhis2Resource) -> RunCause:
+    tags, chap_status = chap_lookup(run, setup_id, dhis2)
     return explain_run(
         run_events(instance, run.run_id), tags, run_id=run.run_id, setup_id=setup_id,
         status=run.status.value, chap_status=chap_status,

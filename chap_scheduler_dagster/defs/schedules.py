@@ -17,7 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-from ..core.double_runs import MODEL_TICK_TAG, model_tick, plan_operator_tick
+from ..core.double_runs import model_tick, plan_operator_tick
 from ..core.partition_keys import key_order
 from ..core.run_window import parse_window_request
 from ..settings import get_settings
@@ -28,7 +28,7 @@ from .partitions import configured_models_partitions
 from .overview import latest_report_rows
 from .resources import Dhis2Resource
 from .sensors import _list_setups
-from .tags import SCHEDULED_TICK_TAG, launch_tags
+from .tags import MODEL_TICK_TAG, SCHEDULED_TICK_TAG, launch_tags
 
 
 def build_prediction_schedule(

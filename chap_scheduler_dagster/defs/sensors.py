@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from ..core.chap_models import PredictionSetup
 from ..core.chap_schedules import dump_cursor, parse_cursor, plan_chap_cron
 from ..core.errors import SchedulerError, redact_url
-from ..core.partition_keys import diff_partitions
-from ..core.double_runs import MODEL_TICK_TAG, model_tick
+from ..core.partition_keys import diff_partitions, key_order
+from ..core.double_runs import model_tick
 from ..core.next_due import soonest
 from ..core.report import RunReport
 from ..settings import get_settings
@@ -28,7 +28,7 @@ from .overview import overview_materialization
 from .partitions import configured_models_partitions
 from .reporting import report_materialization
 from .resources import Dhis2Resource
-from .tags import CATCH_UP_TAG, CRON_TAG, CRON_TICK_TAG, TRIGGER_TAG, launch_tags
+from .tags import CATCH_UP_TAG, CRON_TAG, CRON_TICK_TAG, MODEL_TICK_TAG, launch_tags
 
 CHAP_CRON_INTERVAL_SECONDS = 60
 # A setup the sensor sees for the first time fires only for a tick at most this old.
@@ -92,7 +92,7 @@ def configured_models_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Re
     # The overview lists new models as "never run" and deleted ones as "deleted in chap" right away.
     overview = overview_materialization(
         context.instance, known=[*diff.keep, *diff.add], names={str(s.id): s.name for s in setups},
-        code_location=_code_location(context),
+        code_location=_code_location(context), dhis2_url=redact_url(dhis2.base_url),
     )
     return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=[overview])
 
@@ -120,7 +120,7 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
 
     known = set(context.instance.get_dynamic_partitions(configured_models_partitions.name))
     needed = [d.partition_key for d in plan.due] + [str(b.setup_id) for b in plan.newly_bad]
-    missing = sorted({k for k in needed if k not in known}, key=int)
+    missing = sorted({k for k in needed if k not in known}, key=key_order)
 
     # One run per model per minute: an operator schedule may already have run it at this minute.
     ticks = {d.partition_key: model_tick(d.partition_key, d.tick, settings.location_name) for d in plan.due}
@@ -162,7 +162,7 @@ def chap_schedule_sensor(context: dg.SensorEvaluationContext, dhis2: Dhis2Resour
     ))
     next_text = f"next due: {upcoming.describe()}" if upcoming else "next due: nothing is scheduled"
     if already:
-        next_text = f"already run at this minute: {', '.join(sorted(already, key=int))}; {next_text}"
+        next_text = f"already run at this minute: {', '.join(sorted(already, key=key_order))}; {next_text}"
     context.log.info(next_text)
     return dg.SensorResult(
         run_requests=run_requests,

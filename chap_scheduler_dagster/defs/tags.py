@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ..core.double_runs import MODEL_TICK_TAG  # noqa: F401  (one minute-tick per model, core.double_runs)
-from ..core.run_cause import JOB_TAG, POST_TAG  # noqa: F401  (set by submit_prediction, read by the backstop)
+# Set by submit_prediction and read by the backstop; defined in core, which records them without Dagster.
+from ..core.run_cause import JOB_TAG, POST_TAG  # noqa: F401
 
 # The queued run coordinator limits concurrent runs per value of this tag (dagster.yaml).
 DHIS2_TAG = "chap_scheduler/dhis2"
@@ -22,6 +22,8 @@ CRON_TICK_TAG = "chap_scheduler/cron_tick"
 CATCH_UP_TAG = "chap_scheduler/catch_up"
 # The operator schedule's tick a run is for.
 SCHEDULED_TICK_TAG = "chap_scheduler/scheduled_tick"
+# One model at one minute (core.double_runs.model_tick), so chap's cron and an operator schedule never both run it.
+MODEL_TICK_TAG = "chap_scheduler/model_tick"
 # Dagster's own.
 MAX_RUNTIME_TAG = "dagster/max_runtime"
 PARTITION_TAG = "dagster/partition"
