@@ -95,9 +95,10 @@ def test_ctrl_c_while_waiting_cancels_names_the_chap_job_and_stops(tmp_path):
         try:
             job_id, deadline = None, time.monotonic() + 90
             with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+                # The job tag is written by submit_prediction; Ctrl-C must land once await_prediction has begun.
                 while not job_id and time.monotonic() < deadline:
-                    job_id = next((r.tags.get(CHAP_JOB_TAG) for r in instance.get_runs() if r.tags.get(CHAP_JOB_TAG)),
-                                  None)
+                    job_id = next((r.tags.get(CHAP_JOB_TAG) for r in instance.get_runs() if r.tags.get(CHAP_JOB_TAG)
+                                   and _step_started(instance, r.run_id, "await_prediction")), None)
                     time.sleep(0.3)
             assert job_id, "the run never reached await_prediction"
             cli_process.send_signal(signal.SIGINT)
@@ -131,3 +132,7 @@ def test_all_says_why_chap_could_not_be_asked(monkeypatch, tmp_path, capsys):
     assert "— Set DHIS2_PASSWORD in the environment of the code location" in err
     with dg.DagsterInstance.get() as instance:
         assert instance.get_runs() == []
+
+
+def _step_started(instance: dg.DagsterInstance, run_id: str, step: str) -> bool:
+    return any(e.step_key == step for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -451,7 +452,9 @@ def test_daemon_absent_stale_and_present_through_the_instance_api(env, sandbox):
         for daemon_type in required:
             instance.add_daemon_heartbeat(DaemonHeartbeat(time.time() - 600, daemon_type, "d1", None))
         check = by_name(preflight("4", instance=instance, daemon=True))["dagster-daemon"]
-        assert check.status == ERROR and "not heartbeating" in check.finding and "600 s ago" in check.finding
+        # 600 s old when written; a loaded machine may take a few seconds to read it back
+        assert check.status == ERROR and "not heartbeating" in check.finding
+        assert re.search(r"\b60\d s ago", check.finding), check.finding
 
         for daemon_type in required:
             instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), daemon_type, "d1", None))
