@@ -234,10 +234,12 @@ def test_terminated_run_report_says_so_and_names_the_chap_job(stack, sandbox):
         assert launched["__typename"] == "LaunchRunSuccess", launched
         run_id = launched["run"]["runId"]
         deadline, job_id = time.monotonic() + 120, None
+        # The job tag is written in submit_prediction: terminate once await_prediction has begun.
         while time.monotonic() < deadline and not job_id:
-            run = stack.graphql("query R($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }",
-                                {"id": run_id})["runOrError"]
-            job_id = {t["key"]: t["value"] for t in run["tags"]}.get("chap_scheduler/chap_job_id")
+            run = stack.graphql("query R($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } "
+                                "stepStats { stepKey startTime } } } }", {"id": run_id})["runOrError"]
+            if any(s["stepKey"] == "await_prediction" and s["startTime"] for s in run["stepStats"]):
+                job_id = {t["key"]: t["value"] for t in run["tags"]}.get("chap_scheduler/chap_job_id")
             time.sleep(0.3)
         assert job_id, stack.log_tail()
         stack.graphql("mutation T($id: String!) { terminateRun(runId: $id) { __typename } }", {"id": run_id})
