@@ -6,7 +6,7 @@ import pytest
 
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import create_database, drop_database, make_stack
+from .dagster_stack import running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -31,24 +31,10 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def stack(sandbox, tmp_path_factory):
-    database = create_database()
-    stack = make_stack(
-        tmp_path_factory.mktemp("e2e"),
-        database,
-        {
-            "DHIS2_BASE_URL": sandbox.base_url,
-            "DHIS2_USERNAME": "admin",
-            "DHIS2_PASSWORD": PASSWORD,
-            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3",
-            "CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS": "0",  # retries still happen, without the waits
-        },
-    )
-    try:
-        stack.start()
+    env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": PASSWORD,
+           "CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS": "0"}  # retries still happen, without the waits
+    with running_stack(tmp_path_factory.mktemp("e2e"), sandbox.base_url, env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_database(database)
 
 
 def add_partitions(stack, keys):

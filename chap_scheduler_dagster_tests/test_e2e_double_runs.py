@@ -16,7 +16,7 @@ import pytest
 from chap_scheduler_dagster.core.double_runs import MODEL_TICK_TAG
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import LOCATION, create_database, drop_database, make_stack
+from .dagster_stack import LOCATION, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -62,25 +62,10 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def stack(sandbox, tmp_path_factory):
-    database = create_database()
-    stack = make_stack(
-        tmp_path_factory.mktemp("e2e_double"),
-        database,
-        {
-            "DHIS2_BASE_URL": sandbox.base_url,
-            "DHIS2_USERNAME": "admin",
-            "DHIS2_PASSWORD": "district",
-            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3",
-            "CHAP_SCHEDULER_OPERATOR_SCHEDULE_CRON": "* * * * *",
-            "CHAP_SCHEDULER_OPERATOR_SCHEDULE_COVERS": "all",
-        },
-    )
-    try:
-        stack.start()
+    env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": "district",
+           "CHAP_SCHEDULER_OPERATOR_SCHEDULE_CRON": "* * * * *", "CHAP_SCHEDULER_OPERATOR_SCHEDULE_COVERS": "all"}
+    with running_stack(tmp_path_factory.mktemp("e2e_double"), sandbox.base_url, env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_database(database)
 
 
 def scheduled_runs(stack) -> list[dict]:

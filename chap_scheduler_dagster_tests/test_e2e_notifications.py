@@ -9,7 +9,7 @@ import pytest
 
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import create_database, drop_database, make_stack
+from .dagster_stack import running_stack
 from .notify_receivers import start_http_receiver
 
 pytestmark = pytest.mark.e2e
@@ -23,27 +23,22 @@ TICK_SECONDS = 3
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     receiver = start_http_receiver()
-    database = create_database()
-    with Sandbox(SandboxConfig(port=0)) as sandbox:
-        stack = make_stack(tmp_path_factory.mktemp("e2e-notify"), database, {
-            "DHIS2_BASE_URL": sandbox.base_url,
-            "DHIS2_USERNAME": "admin",
-            "DHIS2_PASSWORD": PASSWORD,
-            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3",
-            "CHAP_SCHEDULER_NOTIFY_WEBHOOK_URL": receiver.url + "/hook",
-            "CHAP_SCHEDULER_NOTIFY_INTERVAL_SECONDS": str(TICK_SECONDS),
-            "CHAP_SCHEDULER_DAGSTER_URL": "http://dagster.example.org",
-            # The outage test: the discovery sensor at its shortest interval, told after one bad tick.
-            "CHAP_SCHEDULER_DISCOVERY_INTERVAL_SECONDS": "30",
-            "CHAP_SCHEDULER_NOTIFY_UNREACHABLE_TICKS": "1",
-        })
-        try:
-            stack.start()
+    env = {
+        "DHIS2_USERNAME": "admin",
+        "DHIS2_PASSWORD": PASSWORD,
+        "CHAP_SCHEDULER_NOTIFY_WEBHOOK_URL": receiver.url + "/hook",
+        "CHAP_SCHEDULER_NOTIFY_INTERVAL_SECONDS": str(TICK_SECONDS),
+        "CHAP_SCHEDULER_DAGSTER_URL": "http://dagster.example.org",
+        # The outage test: the discovery sensor at its shortest interval, told after one bad tick.
+        "CHAP_SCHEDULER_DISCOVERY_INTERVAL_SECONDS": "30",
+        "CHAP_SCHEDULER_NOTIFY_UNREACHABLE_TICKS": "1",
+    }
+    try:
+        with Sandbox(SandboxConfig(port=0)) as sandbox, \
+                running_stack(tmp_path_factory.mktemp("e2e-notify"), sandbox.base_url, env) as stack:
             yield stack, receiver, sandbox
-        finally:
-            stack.stop()
-            drop_database(database)
-            receiver.close()
+    finally:
+        receiver.close()
 
 
 def _wait_for(predicate, timeout, stack):

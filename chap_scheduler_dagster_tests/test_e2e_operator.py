@@ -17,7 +17,7 @@ import pytest
 
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import BIN, LOCATION, REPO, create_database, drop_database, make_stack
+from .dagster_stack import BIN, LOCATION, REPO, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -79,24 +79,10 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def stack(sandbox, tmp_path_factory):
-    database = create_database()
-    stack = make_stack(
-        tmp_path_factory.mktemp("e2e_operator"),
-        database,
-        {
-            "DHIS2_BASE_URL": sandbox.base_url,
-            "DHIS2_USERNAME": "admin",
-            "DHIS2_PASSWORD": "district",
-            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3",
-            "CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
-        },
-    )
-    try:
-        stack.start()
+    env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": "district",
+           "CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS)}
+    with running_stack(tmp_path_factory.mktemp("e2e_operator"), sandbox.base_url, env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_database(database)
 
 
 def cli(stack, *args: str) -> subprocess.CompletedProcess:

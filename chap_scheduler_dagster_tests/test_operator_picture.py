@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-import dagster as dg
 import httpx
 import pytest
 import respx
