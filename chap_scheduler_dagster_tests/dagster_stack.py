@@ -16,19 +16,23 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psutil
 import psycopg2
 
+from dhis2_sandbox import Sandbox
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LOCATION = "chap_scheduler_dagster"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+T = TypeVar("T")
 
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
@@ -67,6 +71,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def add_every_minute_setup(sandbox: Sandbox, setup_id: int) -> None:
+    """A copy of the sandbox's monthly model whose chap schedule fires every minute, for chap_schedule_sensor."""
+    monthly = sandbox.chap.setups[1]
+    sandbox.chap.add_setup(
+        id=setup_id, name="Every minute (chap cron)", periodType="month",
+        startPeriod=monthly["startPeriod"], orgUnits=monthly["orgUnits"],
+        covariateSources=monthly["covariateSources"], scheduleCronExpression="* * * * *", scheduleEnabled=True,
+    )
 
 
 def process_group_members(groups: set[int]) -> list[psutil.Process]:
@@ -179,6 +193,17 @@ class DagsterStack:
         psutil.wait_procs(alive, timeout=5)
         for p in self.processes:
             p.wait()
+
+    def wait_until(self, predicate: Callable[[], T], timeout: float, what: str, interval: float = 1.0) -> T:
+        """The predicate's first truthy answer, asked every ``interval`` s; after ``timeout`` s a
+        failure that says what did not happen, with the tails of the logs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"{what} did not happen within {timeout} s\n{self.log_tail()}")
 
     # ---- GraphQL, as the UI does it ----
     def graphql(self, query: str, variables: dict | None = None) -> dict:

@@ -16,7 +16,7 @@ import pytest
 from chap_scheduler_dagster.core.double_runs import MODEL_TICK_TAG
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import LOCATION, running_stack
+from .dagster_stack import LOCATION, add_every_minute_setup, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -51,12 +51,7 @@ def sandbox():
     with Sandbox(SandboxConfig(port=0, job_seconds=0.2)) as sb:
         for setup_id in (3, 4, 5):  # fewer models, fewer runs on a shared machine
             sb.chap.remove_setup(setup_id)
-        monthly = sb.chap.setups[1]
-        sb.chap.add_setup(
-            id=EVERY_MINUTE, name="Every minute (chap cron)", periodType="month",
-            startPeriod=monthly["startPeriod"], orgUnits=monthly["orgUnits"],
-            covariateSources=monthly["covariateSources"], scheduleCronExpression="* * * * *", scheduleEnabled=True,
-        )
+        add_every_minute_setup(sb, EVERY_MINUTE)
         yield sb
 
 

@@ -41,15 +41,6 @@ def world(tmp_path_factory):
         receiver.close()
 
 
-def _wait_for(predicate, timeout, stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"condition not met in {timeout} s\n{stack.log_tail()}")
-
-
 def test_fail_fail_fail_recover_sends_exactly_two_messages(world):
     stack, receiver, _ = world
     answer = stack.graphql(
@@ -70,8 +61,8 @@ def test_fail_fail_fail_recover_sends_exactly_two_messages(world):
         runs.append(launched["run"]["runId"])
         assert run["status"] == ("SUCCESS" if config is WORKING else "FAILURE"), stack.log_tail()
         if len(runs) == 1:  # the first failure is told before the next run starts
-            _wait_for(lambda: len(receiver.received) >= 1, 60, stack)
-    _wait_for(lambda: len(receiver.received) >= 2, 60, stack)
+            stack.wait_until(lambda: len(receiver.received) >= 1, 60, "the first message", interval=0.5)
+    stack.wait_until(lambda: len(receiver.received) >= 2, 60, "the second message", interval=0.5)
     time.sleep(3 * TICK_SECONDS)  # and nothing more comes
     bodies = [r.json() for r in receiver.received]
     assert [b["kind"] for b in bodies] == ["failed", "recovered"], bodies
@@ -94,11 +85,11 @@ def test_discovery_sensor_outage_and_back(world):
 
     sandbox.faults.update({"route_down": True})
     try:
-        _wait_for(lambda: told("unreachable"), 150, stack)
+        stack.wait_until(lambda: told("unreachable"), 150, "the unreachable message", interval=0.5)
     finally:
         sandbox.faults.reset()
     [down] = told("unreachable")
     assert down["model"] is None and down["severity"] == "error"
     assert "could not reach DHIS2/chap for 1 ticks in a row" in down["what"] and down["fix"]
-    _wait_for(lambda: told("reachable"), 150, stack)
+    stack.wait_until(lambda: told("reachable"), 150, "the reachable message", interval=0.5)
     assert len(told("unreachable")) == 1 and len(told("reachable")) == 1

@@ -168,7 +168,7 @@ def test_cli_runs_are_first_class_in_the_ui(stack, sandbox):
                     return records
         return None
 
-    records = _wait(overview_table, 120, "the overview table with both command-line runs", stack)
+    records = stack.wait_until(overview_table, 120, "the overview table with both command-line runs")
     assert records["1"]["status"] == "succeeded with warnings" and records["1"]["last_success_run"] == ids["1"]
     assert records["1"]["warnings"] == (
         "1 org unit without geometry, 2 org units dropped by chap, 2 predicted periods already over")
@@ -300,16 +300,6 @@ OVERVIEW_TABLE = """
     ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries { label
       ... on TableMetadataEntry { table { records schema { columns { name } } } } } } } } }
 """
-
-
-def _wait(predicate, timeout: float, what: str, stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"{what} did not happen within {timeout} s\n{stack.log_tail()}")
 
 
 def _started(text: str) -> str:

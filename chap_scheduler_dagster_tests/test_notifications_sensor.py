@@ -120,12 +120,17 @@ def test_first_tick_with_history_reports_only_the_current_state(instance, env, r
     assert [(b["kind"], b["model"]["id"]) for b in bodies] == [("failed", "2")]
 
 
+def _add_failed_run(instance, partition: str, *, dhis2: str) -> None:
+    """A failed run without events: one that ended before its steps wrote a report."""
+    instance.add_run(DagsterRun(job_name="dhis2_chap_prediction", run_id=str(uuid.uuid4()),
+                                status=dg.DagsterRunStatus.FAILURE,
+                                tags={"dagster/partition": partition, "chap_scheduler/dhis2": dhis2}))
+
+
 def test_runs_of_another_dhis2_on_the_same_instance_are_not_ours(instance, env, receiver):
     instance.add_dynamic_partitions(configured_models_partitions.name, ["3"])
     cursor, _ = _tick(instance, None)
-    instance.add_run(DagsterRun(job_name="dhis2_chap_prediction", run_id=str(uuid.uuid4()),
-                                status=dg.DagsterRunStatus.FAILURE,
-                                tags={"dagster/partition": "3", "chap_scheduler/dhis2": "sierra_leone"}))
+    _add_failed_run(instance, "3", dhis2="sierra_leone")
     _tick(instance, cursor)
     assert receiver.received == []
 
@@ -143,9 +148,7 @@ def test_failed_run_without_a_report_is_still_told(instance, env, receiver):
     """The backstop may write the report after this sensor looked: the run's own facts are used."""
     instance.add_dynamic_partitions(configured_models_partitions.name, ["5"])
     cursor, _ = _tick(instance, None)
-    instance.add_run(DagsterRun(job_name="dhis2_chap_prediction", run_id=str(uuid.uuid4()),
-                                status=dg.DagsterRunStatus.FAILURE,
-                                tags={"dagster/partition": "5", "chap_scheduler/dhis2": "default"}))
+    _add_failed_run(instance, "5", dhis2="default")
     _tick(instance, cursor)
     [body] = [r.json() for r in receiver.received]
     assert body["kind"] == "failed" and body["model"] == {"id": "5", "name": None}
