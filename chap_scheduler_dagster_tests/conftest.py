@@ -9,6 +9,11 @@ from chap_scheduler_dagster.settings import get_settings
 from .real_chap_fixture import real_chap_lane  # noqa: F401  (one real chap-core per session, for -m realchap)
 
 
+@pytest.fixture(scope="session")
+def no_certificates(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("no_certificates")
+
+
 @pytest.fixture(autouse=True)
 def fast_settings(monkeypatch, request):
     """Poll chap quickly and retry GETs at once in tests; every test starts from fresh settings.
@@ -19,6 +24,12 @@ def fast_settings(monkeypatch, request):
     monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.01")
     if "sleeps" not in request.fixturenames:
         monkeypatch.setenv("CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS", "0")
+    if not any(request.node.get_closest_marker(m) for m in ("e2e", "docker", "realchap")):
+        # In process, tests speak plain HTTP on loopback or to respx, so no CA is ever consulted; yet every
+        # httpx client loaded certifi's bundle, a third of an in-process run's CPU. An empty directory
+        # (SSL_CERT_DIR, honoured by httpx) is read only during a TLS handshake, and none happens.
+        monkeypatch.setenv("SSL_CERT_DIR", str(request.getfixturevalue("no_certificates")))
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     # Credentials go only to DHIS2_BASE_URL's origin: one set in the developer's shell would refuse the fakes.
     for name in ("DHIS2_BASE_URL", "DHIS2_ALLOWED_ORIGINS"):
         monkeypatch.delenv(name, raising=False)
@@ -27,13 +38,51 @@ def fast_settings(monkeypatch, request):
     get_settings.cache_clear()
 
 
+def memory_backed_dir() -> tempfile.TemporaryDirectory:
+    """A temporary directory in memory (/dev/shm) where the machine has it: on a busy disk, SQLite's
+    syncs (a database file per run) took longer than the runs themselves."""
+    shm = Path("/dev/shm")
+    return tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None)
+
+
 @pytest.fixture(scope="module")
 def shared_instance():
-    """One Dagster instance per module (creating one takes a second or two); wipe it per test.
-
-    Its SQLite files live in memory (/dev/shm) where the machine has it: on a busy disk, SQLite's
-    syncs (a database file per run) took longer than the runs themselves.
-    """
-    shm = Path("/dev/shm")
-    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp, dg.instance_for_test(temp_dir=tmp) as inst:
+    """One Dagster instance on SQLite per module (creating one takes a second or two); wipe it per test."""
+    with memory_backed_dir() as tmp, dg.instance_for_test(temp_dir=tmp) as inst:
         yield inst
+
+
+@pytest.fixture
+def dagster_home(monkeypatch) -> Path:
+    """DAGSTER_HOME for code that opens the instance itself (the CLI in process), in memory-backed files."""
+    with memory_backed_dir() as tmp:
+        home = Path(tmp)
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        monkeypatch.setenv("DAGSTER_HOME", tmp)
+        yield home
+
+
+@pytest.fixture
+def persistent_instance(shared_instance):
+    """The module's SQLite instance, wiped: for sensor contexts, which need an instance another
+    process could open (an in-memory one is refused)."""
+    shared_instance.wipe()
+    return shared_instance
+
+
+@pytest.fixture(scope="module")
+def memory_instance():
+    """One in-memory Dagster instance per module, for runs in process: no files, no SQLite syncs.
+
+    A run against it costs about half the CPU of one against a fresh ``instance_for_test`` and
+    needs no second or two to create the instance.
+    """
+    with dg.DagsterInstance.ephemeral() as inst:
+        yield inst
+
+
+@pytest.fixture
+def instance(memory_instance):
+    """The module's in-memory instance, wiped before each test (runs, events, dynamic partitions)."""
+    memory_instance.wipe()
+    return memory_instance

@@ -16,16 +16,23 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+import psutil
 import psycopg2
+
+from dhis2_sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 LOCATION = "chap_scheduler_dagster"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+T = TypeVar("T")
 
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
@@ -64,6 +71,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def add_every_minute_setup(sandbox: Sandbox, setup_id: int) -> None:
+    """A copy of the sandbox's monthly model whose chap schedule fires every minute, for chap_schedule_sensor."""
+    monthly = sandbox.chap.setups[1]
+    sandbox.chap.add_setup(
+        id=setup_id, name="Every minute (chap cron)", periodType="month",
+        startPeriod=monthly["startPeriod"], orgUnits=monthly["orgUnits"],
+        covariateSources=monthly["covariateSources"], scheduleCronExpression="* * * * *", scheduleEnabled=True,
+    )
+
+
+def process_group_members(groups: set[int]) -> list[psutil.Process]:
+    """Every process in these process groups, including those whose parent has died."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) in groups:
+                members.append(proc)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    return members
 
 
 def create_database() -> str:
@@ -145,16 +174,36 @@ class DagsterStack:
         return "\n".join(out)
 
     def stop(self) -> None:
-        for p in self.processes:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for p in self.processes:
+        """Stop the webserver and the daemon with everything they started: the ``dagster api grpc
+        --heartbeat`` code servers and the run workers, which share their process groups. Signalling
+        a group only while its leader lived, and waiting only for the leader, left code servers behind."""
+        groups = {p.pid for p in self.processes}
+        members = process_group_members(groups)
+        for pgid in groups:
             try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+                os.killpg(pgid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        _, alive = psutil.wait_procs(members, timeout=15)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        for p in self.processes:
+            p.wait()
+
+    def wait_until(self, predicate: Callable[[], T], timeout: float, what: str, interval: float = 1.0) -> T:
+        """The predicate's first truthy answer, asked every ``interval`` s; after ``timeout`` s a
+        failure that says what did not happen, with the tails of the logs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"{what} did not happen within {timeout} s\n{self.log_tail()}")
 
     # ---- GraphQL, as the UI does it ----
     def graphql(self, query: str, variables: dict | None = None) -> dict:
@@ -189,6 +238,21 @@ class DagsterStack:
         assert materializations, f"no report for partition {partition}"
         entries = {e["label"]: e.get("mdStr") or e.get("text") for e in materializations[0]["metadataEntries"]}
         return entries["report"], entries | {"runId": materializations[0]["runId"]}
+
+
+@contextmanager
+def running_stack(tmp: Path, dhis2_url: str, extra_env: dict[str, str], *, daemon: bool = True) -> Iterator[DagsterStack]:
+    """A started stack on a fresh database against the DHIS2 at ``dhis2_url``; stopped, with what it
+    started, and its database dropped on the way out. chap is polled every 0.3 s unless overridden."""
+    database = create_database()
+    stack = make_stack(tmp, database, {"DHIS2_BASE_URL": dhis2_url, "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3"}
+                       | extra_env)
+    try:
+        stack.start(daemon=daemon)
+        yield stack
+    finally:
+        stack.stop()
+        drop_database(database)
 
 
 def make_stack(tmp: Path, database: str, extra_env: dict[str, str]) -> DagsterStack:

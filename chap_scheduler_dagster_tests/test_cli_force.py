@@ -13,9 +13,8 @@ ARGS = ["1", "--end-mode", "offset", "--end-period-offset", "3"]
 
 
 @pytest.fixture
-def sandbox(monkeypatch, tmp_path):
+def sandbox(monkeypatch, dagster_home):
     with Sandbox(SandboxConfig(port=0, job_seconds=0.1)) as sb:
-        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
         monkeypatch.setenv("DHIS2_BASE_URL", sb.base_url)
         monkeypatch.setenv("DHIS2_USERNAME", "admin")
         monkeypatch.setenv("DHIS2_PASSWORD", "district")

@@ -18,11 +18,9 @@ from .dagster_stack import REPO
 
 
 @pytest.fixture
-def sandbox_env(monkeypatch, tmp_path):
+def sandbox_env(monkeypatch, dagster_home):
     with Sandbox(SandboxConfig(port=0, job_seconds=0.2)) as sb:
         monkeypatch.chdir(REPO)
-        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-        (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         monkeypatch.setenv("DHIS2_BASE_URL", sb.base_url)
         monkeypatch.setenv("DHIS2_USERNAME", "admin")
         monkeypatch.setenv("DHIS2_PASSWORD", "district")
@@ -74,6 +72,7 @@ def test_code_location_name_from_the_workspace(tmp_path):
     assert code_location_name(two) == DEFAULT_LOCATION
 
 
+@pytest.mark.e2e  # starts a chap-scheduler-run process
 def test_ctrl_c_while_waiting_cancels_names_the_chap_job_and_stops(tmp_path):
     import os
     import signal

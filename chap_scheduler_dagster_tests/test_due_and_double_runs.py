@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import dagster as dg
 import httpx
 import pytest
 
@@ -25,11 +24,10 @@ SUNDAY = datetime(2026, 11, 22, 23, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def instance(monkeypatch):
+def instance(persistent_instance, monkeypatch):
     monkeypatch.setenv("CHAP_SCHEDULER_HTTP_GET_ATTEMPTS", "1")
     get_settings.cache_clear()
-    with dg.instance_for_test() as inst:
-        yield inst
+    return persistent_instance
 
 
 def tick(instance, setups, cursor=None, when=MONDAY_0600, monkeypatch=None):

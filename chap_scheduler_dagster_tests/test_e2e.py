@@ -6,7 +6,7 @@ import pytest
 
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import create_database, drop_database, make_stack
+from .dagster_stack import add_every_minute_setup, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -19,36 +19,16 @@ EVERY_MINUTE_SETUP = 61
 @pytest.fixture(scope="module")
 def sandbox():
     with Sandbox(SandboxConfig(port=0)) as sb:
-        # A copy of the monthly model whose chap schedule fires every minute, for chap_schedule_sensor.
-        monthly = sb.chap.setups[1]
-        sb.chap.add_setup(
-            id=EVERY_MINUTE_SETUP, name="Every minute (chap cron)", periodType="month",
-            startPeriod=monthly["startPeriod"], orgUnits=monthly["orgUnits"],
-            covariateSources=monthly["covariateSources"], scheduleCronExpression="* * * * *", scheduleEnabled=True,
-        )
+        add_every_minute_setup(sb, EVERY_MINUTE_SETUP)
         yield sb
 
 
 @pytest.fixture(scope="module")
 def stack(sandbox, tmp_path_factory):
-    database = create_database()
-    stack = make_stack(
-        tmp_path_factory.mktemp("e2e"),
-        database,
-        {
-            "DHIS2_BASE_URL": sandbox.base_url,
-            "DHIS2_USERNAME": "admin",
-            "DHIS2_PASSWORD": PASSWORD,
-            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3",
-            "CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS": "0",  # retries still happen, without the waits
-        },
-    )
-    try:
-        stack.start()
+    env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": PASSWORD,
+           "CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS": "0"}  # retries still happen, without the waits
+    with running_stack(tmp_path_factory.mktemp("e2e"), sandbox.base_url, env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_database(database)
 
 
 def add_partitions(stack, keys):
@@ -146,18 +126,6 @@ def sensor_ticks(stack, name):
     return stack.graphql(SENSOR_TICKS, {"selector": selector})["sensorOrError"]["sensorState"]
 
 
-def wait_until(predicate, timeout, what, stack):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"{what} did not happen within {timeout} s\n{stack.log_tail()}")
-
-
 def test_discovery_sensor_adds_every_configured_model_as_a_partition(stack, sandbox):
     expected = {str(i) for i in sandbox.chap.setups}
 
@@ -169,7 +137,7 @@ def test_discovery_sensor_adds_every_configured_model_as_a_partition(stack, sand
                     keys |= set(request["partitionKeys"])
         return expected <= keys | _existing(stack) and keys
 
-    assert wait_until(added, 60, "the discovery sensor adding partitions", stack)
+    assert stack.wait_until(added, 60, "the discovery sensor adding partitions")
     assert expected <= _existing(stack)
     assert sensor_ticks(stack, "configured_models_sensor")["status"] == "RUNNING"
 
@@ -192,7 +160,7 @@ def test_chap_schedule_sensor_launches_a_run_for_a_due_cron_tick(stack):
         runs = stack.graphql(RUNS_BY_TAG, {"filter": filter_})["runsOrError"]["results"]
         return [r for r in runs if {"key": "dagster/partition", "value": str(EVERY_MINUTE_SETUP)} in r["tags"]]
 
-    runs = wait_until(launched, 150, "chap_schedule_sensor launching a run", stack)
+    runs = stack.wait_until(launched, 150, "chap_schedule_sensor launching a run")
     run = stack.wait_for_run(runs[-1]["runId"])
     assert run["status"] == "SUCCESS", stack.log_tail()
     # Only enabled setups with a cron are launched by it: the weekly setup (disabled) never is.

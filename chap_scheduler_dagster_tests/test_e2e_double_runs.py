@@ -16,7 +16,7 @@ import pytest
 from chap_scheduler_dagster.defs.tags import MODEL_TICK_TAG
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import LOCATION, create_database, drop_database, make_stack
+from .dagster_stack import LOCATION, add_every_minute_setup, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -51,36 +51,16 @@ def sandbox():
     with Sandbox(SandboxConfig(port=0, job_seconds=0.2)) as sb:
         for setup_id in (3, 4, 5):  # fewer models, fewer runs on a shared machine
             sb.chap.remove_setup(setup_id)
-        monthly = sb.chap.setups[1]
-        sb.chap.add_setup(
-            id=EVERY_MINUTE, name="Every minute (chap cron)", periodType="month",
-            startPeriod=monthly["startPeriod"], orgUnits=monthly["orgUnits"],
-            covariateSources=monthly["covariateSources"], scheduleCronExpression="* * * * *", scheduleEnabled=True,
-        )
+        add_every_minute_setup(sb, EVERY_MINUTE)
         yield sb
 
 
 @pytest.fixture(scope="module")
 def stack(sandbox, tmp_path_factory):
-    database = create_database()
-    stack = make_stack(
-        tmp_path_factory.mktemp("e2e_double"),
-        database,
-        {
-            "DHIS2_BASE_URL": sandbox.base_url,
-            "DHIS2_USERNAME": "admin",
-            "DHIS2_PASSWORD": "district",
-            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3",
-            "CHAP_SCHEDULER_OPERATOR_SCHEDULE_CRON": "* * * * *",
-            "CHAP_SCHEDULER_OPERATOR_SCHEDULE_COVERS": "all",
-        },
-    )
-    try:
-        stack.start()
+    env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": "district",
+           "CHAP_SCHEDULER_OPERATOR_SCHEDULE_CRON": "* * * * *", "CHAP_SCHEDULER_OPERATOR_SCHEDULE_COVERS": "all"}
+    with running_stack(tmp_path_factory.mktemp("e2e_double"), sandbox.base_url, env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_database(database)
 
 
 def scheduled_runs(stack) -> list[dict]:

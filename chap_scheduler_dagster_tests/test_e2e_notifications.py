@@ -9,7 +9,7 @@ import pytest
 
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import create_database, drop_database, make_stack
+from .dagster_stack import running_stack
 from .notify_receivers import start_http_receiver
 
 pytestmark = pytest.mark.e2e
@@ -23,36 +23,22 @@ TICK_SECONDS = 3
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     receiver = start_http_receiver()
-    database = create_database()
-    with Sandbox(SandboxConfig(port=0)) as sandbox:
-        stack = make_stack(tmp_path_factory.mktemp("e2e-notify"), database, {
-            "DHIS2_BASE_URL": sandbox.base_url,
-            "DHIS2_USERNAME": "admin",
-            "DHIS2_PASSWORD": PASSWORD,
-            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3",
-            "CHAP_SCHEDULER_NOTIFY_WEBHOOK_URL": receiver.url + "/hook",
-            "CHAP_SCHEDULER_NOTIFY_INTERVAL_SECONDS": str(TICK_SECONDS),
-            "CHAP_SCHEDULER_DAGSTER_URL": "http://dagster.example.org",
-            # The outage test: the discovery sensor at its shortest interval, told after one bad tick.
-            "CHAP_SCHEDULER_DISCOVERY_INTERVAL_SECONDS": "30",
-            "CHAP_SCHEDULER_NOTIFY_UNREACHABLE_TICKS": "1",
-        })
-        try:
-            stack.start()
+    env = {
+        "DHIS2_USERNAME": "admin",
+        "DHIS2_PASSWORD": PASSWORD,
+        "CHAP_SCHEDULER_NOTIFY_WEBHOOK_URL": receiver.url + "/hook",
+        "CHAP_SCHEDULER_NOTIFY_INTERVAL_SECONDS": str(TICK_SECONDS),
+        "CHAP_SCHEDULER_DAGSTER_URL": "http://dagster.example.org",
+        # The outage test: the discovery sensor at its shortest interval, told after one bad tick.
+        "CHAP_SCHEDULER_DISCOVERY_INTERVAL_SECONDS": "30",
+        "CHAP_SCHEDULER_NOTIFY_UNREACHABLE_TICKS": "1",
+    }
+    try:
+        with Sandbox(SandboxConfig(port=0)) as sandbox, \
+                running_stack(tmp_path_factory.mktemp("e2e-notify"), sandbox.base_url, env) as stack:
             yield stack, receiver, sandbox
-        finally:
-            stack.stop()
-            drop_database(database)
-            receiver.close()
-
-
-def _wait_for(predicate, timeout, stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"condition not met in {timeout} s\n{stack.log_tail()}")
+    finally:
+        receiver.close()
 
 
 def test_fail_fail_fail_recover_sends_exactly_two_messages(world):
@@ -75,8 +61,8 @@ def test_fail_fail_fail_recover_sends_exactly_two_messages(world):
         runs.append(launched["run"]["runId"])
         assert run["status"] == ("SUCCESS" if config is WORKING else "FAILURE"), stack.log_tail()
         if len(runs) == 1:  # the first failure is told before the next run starts
-            _wait_for(lambda: len(receiver.received) >= 1, 60, stack)
-    _wait_for(lambda: len(receiver.received) >= 2, 60, stack)
+            stack.wait_until(lambda: len(receiver.received) >= 1, 60, "the first message", interval=0.5)
+    stack.wait_until(lambda: len(receiver.received) >= 2, 60, "the second message", interval=0.5)
     time.sleep(3 * TICK_SECONDS)  # and nothing more comes
     bodies = [r.json() for r in receiver.received]
     assert [b["kind"] for b in bodies] == ["failed", "recovered"], bodies
@@ -99,11 +85,11 @@ def test_discovery_sensor_outage_and_back(world):
 
     sandbox.faults.update({"route_down": True})
     try:
-        _wait_for(lambda: told("unreachable"), 150, stack)
+        stack.wait_until(lambda: told("unreachable"), 150, "the unreachable message", interval=0.5)
     finally:
         sandbox.faults.reset()
     [down] = told("unreachable")
     assert down["model"] is None and down["severity"] == "error"
     assert "could not reach DHIS2/chap for 1 ticks in a row" in down["what"] and down["fix"]
-    _wait_for(lambda: told("reachable"), 150, stack)
+    stack.wait_until(lambda: told("reachable"), 150, "the reachable message", interval=0.5)
     assert len(told("unreachable")) == 1 and len(told("reachable")) == 1

@@ -17,7 +17,7 @@ import pytest
 
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import BIN, LOCATION, REPO, create_database, drop_database, make_stack
+from .dagster_stack import BIN, LOCATION, REPO, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -79,24 +79,10 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def stack(sandbox, tmp_path_factory):
-    database = create_database()
-    stack = make_stack(
-        tmp_path_factory.mktemp("e2e_operator"),
-        database,
-        {
-            "DHIS2_BASE_URL": sandbox.base_url,
-            "DHIS2_USERNAME": "admin",
-            "DHIS2_PASSWORD": "district",
-            "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3",
-            "CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
-        },
-    )
-    try:
-        stack.start()
+    env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": "district",
+           "CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS)}
+    with running_stack(tmp_path_factory.mktemp("e2e_operator"), sandbox.base_url, env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_database(database)
 
 
 def cli(stack, *args: str) -> subprocess.CompletedProcess:
@@ -182,7 +168,7 @@ def test_cli_runs_are_first_class_in_the_ui(stack, sandbox):
                     return records
         return None
 
-    records = _wait(overview_table, 120, "the overview table with both command-line runs", stack)
+    records = stack.wait_until(overview_table, 120, "the overview table with both command-line runs")
     assert records["1"]["status"] == "succeeded with warnings" and records["1"]["last_success_run"] == ids["1"]
     assert records["1"]["warnings"] == (
         "1 org unit without geometry, 2 org units dropped by chap, 2 predicted periods already over")
@@ -314,16 +300,6 @@ OVERVIEW_TABLE = """
     ... on Asset { assetMaterializations(limit: 1) { runId metadataEntries { label
       ... on TableMetadataEntry { table { records schema { columns { name } } } } } } } } }
 """
-
-
-def _wait(predicate, timeout: float, what: str, stack):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"{what} did not happen within {timeout} s\n{stack.log_tail()}")
 
 
 def _started(text: str) -> str:

@@ -7,7 +7,7 @@ import pytest
 from dhis2_sandbox import Sandbox, SandboxConfig
 from dhis2_sandbox.world import DE_PRED_MEDIAN
 
-from .dagster_stack import create_database, drop_database, make_stack
+from .dagster_stack import running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -36,19 +36,9 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def stack(sandbox, tmp_path_factory):
-    database = create_database()
-    stack = make_stack(
-        tmp_path_factory.mktemp("e2e-publish"),
-        database,
-        {"DHIS2_BASE_URL": sandbox.base_url, "DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": "district",
-         "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3"},
-    )
-    try:
-        stack.start()
+    env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": "district"}
+    with running_stack(tmp_path_factory.mktemp("e2e-publish"), sandbox.base_url, env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_database(database)
 
 
 def materialization(stack, name, partition):

@@ -87,13 +87,13 @@ def test_launch_config_for_the_resource_is_refused_at_launch(dhis2_env):
     dg.validate_run_config(job, {"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}})
 
 
-def test_env_references_in_run_config_fail_the_run_before_any_request(dhis2_env, tmp_path):
+def test_env_references_in_run_config_fail_the_run_before_any_request(instance, dhis2_env):
     config = {"ops": {"probe_covariates": {"config": {"end_mode": "fixed", "end_date": {"env": "DHIS2_PASSWORD"}}}}}
     assert list(env_references(config)) == [("ops.probe_covariates.config.end_date", "DHIS2_PASSWORD")]
     with pytest.raises(CredentialsRefused, match=r"\{env: DHIS2_PASSWORD\} at ops.probe_covariates"):
         refuse_env_references(config)
     job = defs.resolve_job_def("dhis2_chap_prediction")
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance, respx.mock(assert_all_called=False) as router:
+    with respx.mock(assert_all_called=False) as router:
         instance.add_dynamic_partitions("chap_configured_models", ["7"])
         catch_all = router.route().respond(200, json={})
         result = job.execute_in_process(run_config=config, instance=instance, partition_key="7", raise_on_error=False)
@@ -143,18 +143,17 @@ def test_outside_a_run_a_refused_origin_is_raised_when_used(monkeypatch, dhis2_e
 
 
 @pytest.mark.parametrize("sensor_def", [configured_models_sensor, chap_schedule_sensor])
-def test_sensors_skip_with_the_reason_when_a_variable_is_missing(monkeypatch, dhis2_env, sensor_def):
+def test_sensors_skip_with_the_reason_when_a_variable_is_missing(instance, monkeypatch, dhis2_env, sensor_def):
     monkeypatch.delenv("DHIS2_PASSWORD")
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources={"dhis2": dhis2_resource_definition()})
-        result = sensor_def(context)
+    context = dg.build_sensor_context(instance=instance, resources={"dhis2": dhis2_resource_definition()})
+    result = sensor_def(context)
     skip = result.skip_message if isinstance(result, dg.SkipReason) else result.skip_reason.skip_message
     assert "DHIS2_PASSWORD is not set" in skip
     assert not getattr(result, "run_requests", None)
 
 
-def test_sensors_work_with_the_environment_resource(dhis2_env, monkeypatch):
-    with Sandbox(SandboxConfig(port=0)) as sandbox, dg.instance_for_test() as instance:
+def test_sensors_work_with_the_environment_resource(instance, dhis2_env, monkeypatch):
+    with Sandbox(SandboxConfig(port=0)) as sandbox:
         monkeypatch.setenv("DHIS2_BASE_URL", sandbox.base_url)
         monkeypatch.setenv("DHIS2_PASSWORD", "district")
         context = dg.build_sensor_context(instance=instance, resources={"dhis2": dhis2_resource_definition()})

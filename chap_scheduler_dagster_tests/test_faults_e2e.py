@@ -21,7 +21,7 @@ import pytest
 
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import create_database, drop_database, make_stack
+from .dagster_stack import running_stack
 from .test_e2e import add_partitions
 
 pytestmark = pytest.mark.e2e
@@ -79,27 +79,11 @@ def sandbox():
         yield sb
 
 
-def start_stack(tmp_path_factory, sandbox, env: dict[str, str]):
-    database = create_database()
-    stack = make_stack(tmp_path_factory.mktemp("faults_e2e"), database,
-                       {"DHIS2_BASE_URL": sandbox.base_url, "CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3"} | env)
-    try:
-        stack.start()
-    except BaseException:
-        stack.stop()
-        drop_database(database)
-        raise
-    return stack, database
-
-
 @pytest.fixture(scope="module")
 def stack(sandbox, tmp_path_factory):
-    stack, database = start_stack(tmp_path_factory, sandbox, {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": PASSWORD})
-    try:
+    env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": PASSWORD}
+    with running_stack(tmp_path_factory.mktemp("faults_e2e"), sandbox.base_url, env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        drop_database(database)
 
 
 def backstop_report(stack, partition: str, run_id: str, timeout: float = 120) -> tuple[str, dict]:
@@ -205,8 +189,8 @@ def test_killed_worker_report_names_the_signal_and_the_chap_job(stack, sandbox):
 
 
 def test_missing_variable_report_names_it(sandbox, tmp_path_factory):
-    stack, database = start_stack(tmp_path_factory, sandbox, {"DHIS2_USERNAME": "admin"})  # no DHIS2_PASSWORD
-    try:
+    no_password = {"DHIS2_USERNAME": "admin"}
+    with running_stack(tmp_path_factory.mktemp("faults_e2e"), sandbox.base_url, no_password) as stack:
         add_partitions(stack, ["3"])
         launched = stack.launch("3", WINDOW)
         assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -214,9 +198,6 @@ def test_missing_variable_report_names_it(sandbox, tmp_path_factory):
         assert stack.wait_for_run(run_id)["status"] == "FAILURE"
         text, meta = backstop_report(stack, "3", run_id)
         skip = sensor_skip_reason(stack, "configured_models_sensor")
-    finally:
-        stack.stop()
-        drop_database(database)
     # Point 8: the discovery sensor's tick is skipped with the reason, not failed with a config error.
     assert "the environment variable DHIS2_PASSWORD is not set in the code location" in skip, skip
     assert meta["failed_step"] == "resource initialization", text

@@ -230,7 +230,7 @@ def test_setup_json_still_parses():
         ((409, {"detail": "Configured model is archived"}), "chap refused to run the configured model"),
     ],
 )
-def test_post_errors_reach_the_report_with_what_to_do(answer, words):
+def test_post_errors_reach_the_report_with_what_to_do(instance, answer, words):
     import dagster as dg
 
     from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
@@ -239,8 +239,7 @@ def test_post_errors_reach_the_report_with_what_to_do(answer, words):
     from dhis2_sandbox import Sandbox, SandboxConfig
 
     # The real sandbox answers everything but the POST, which gets the error under test.
-    with Sandbox(SandboxConfig(port=0)) as sb, dg.instance_for_test() as instance, \
-            respx.mock(assert_all_called=False) as router:
+    with Sandbox(SandboxConfig(port=0)) as sb, respx.mock(assert_all_called=False) as router:
         post = router.post(url__regex=r".*/api/routes/chap/run/v1/crud/prediction-setups/1/run$").mock(
             return_value=httpx.Response(answer[0], json=answer[1]))
         router.route().pass_through()

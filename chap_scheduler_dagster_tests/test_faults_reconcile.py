@@ -43,18 +43,17 @@ def short_window(monkeypatch, sandbox):
     sandbox.requests.clear()
 
 
-def run(sandbox: Sandbox):
-    with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(configured_models_partitions.name, ["1"])
-        result = dhis2_chap_prediction.execute_in_process(
-            partition_key="1",
-            instance=instance,
-            resources={"dhis2": Dhis2Resource(base_url=sandbox.base_url, username="admin", password="district")},
-            run_config={"ops": {"probe_covariates": {"config": WINDOW}}},
-            raise_on_error=False,
-        )
-        meta = instance.fetch_materializations(report_asset_key, limit=1).records[0].asset_materialization.metadata
-        tags = instance.get_run_by_id(result.run_id).tags
+def run(sandbox: Sandbox, instance: dg.DagsterInstance):
+    instance.add_dynamic_partitions(configured_models_partitions.name, ["1"])
+    result = dhis2_chap_prediction.execute_in_process(
+        partition_key="1",
+        instance=instance,
+        resources={"dhis2": Dhis2Resource(base_url=sandbox.base_url, username="admin", password="district")},
+        run_config={"ops": {"probe_covariates": {"config": WINDOW}}},
+        raise_on_error=False,
+    )
+    meta = instance.fetch_materializations(report_asset_key, limit=1).records[0].asset_materialization.metadata
+    tags = instance.get_run_by_id(result.run_id).tags
     return result, meta["report"].value, {k: v.value for k, v in meta.items()}, tags
 
 
@@ -63,9 +62,9 @@ def run(sandbox: Sandbox):
     [("lost_502", "HTTP 502 from DHIS2's route"), ("lost_503", "HTTP 503 from DHIS2's route"),
      ("lost_504", "HTTP 504 from DHIS2's route"), ("lost_drop", "the connection was dropped")],
 )
-def test_lost_answer_is_found_by_name_and_waited_for(sandbox, fault, what):
+def test_lost_answer_is_found_by_name_and_waited_for(sandbox, instance, fault, what):
     sandbox.faults.update({"chap_post": fault})
-    result, text, meta, tags = run(sandbox)
+    result, text, meta, tags = run(sandbox, instance)
     assert result.success, text
     [job] = sandbox.chap.jobs.values()  # one POST, one job: nothing was resent
     assert [p for m, p, _ in sandbox.requests if m == "POST" and "/api/routes/chap/" in p] == [RUN_URL]
@@ -75,9 +74,9 @@ def test_lost_answer_is_found_by_name_and_waited_for(sandbox, fault, what):
     assert tags["chap_scheduler/chap_job_id"] == job.id and tags["chap_scheduler/post"] == "answered"
 
 
-def test_not_created_says_a_relaunch_is_safe(sandbox):
+def test_not_created_says_a_relaunch_is_safe(sandbox, instance):
     sandbox.faults.update({"chap_post": "not_created"})
-    result, text, meta, tags = run(sandbox)
+    result, text, meta, tags = run(sandbox, instance)
     assert not result.success
     assert not sandbox.chap.jobs
     assert meta["failed_step"] == "submit_prediction"
@@ -158,10 +157,10 @@ def test_post_dropped_or_timed_out_after_sending_is_uncertain_but_refused_connec
     assert post.call_count == 4  # one POST per call, never resent
 
 
-def test_legacy_chap_api_is_reconciled_too():
+def test_legacy_chap_api_is_reconciled_too(instance):
     with Sandbox(SandboxConfig(port=0, chap_api="legacy", job_seconds=0.2)) as legacy:
         legacy.faults.update({"chap_post": "lost_504"})
-        result, text, meta, tags = run(legacy)
+        result, text, meta, tags = run(legacy, instance)
         [job] = legacy.chap.jobs.values()
     assert result.success, text
     assert job.name.endswith(run_marker(result.run_id)) and f"found job {job.id} by name" in text

@@ -75,22 +75,21 @@ def test_what_the_run_had_done_with_chap(tags, expected):
     assert expected in explain([*STARTED, RunEvent("ENGINE_EVENT", "terminated by signal 15")], tags).submission
 
 
-def test_backstop_with_the_real_resource_and_a_missing_variable(monkeypatch, tmp_path):
+def test_backstop_with_the_real_resource_and_a_missing_variable(monkeypatch, instance):
     monkeypatch.setenv("DHIS2_BASE_URL", "http://dhis2.test")
     monkeypatch.setenv("DHIS2_USERNAME", "admin")
     monkeypatch.delenv("DHIS2_PASSWORD", raising=False)
     monkeypatch.delenv("DHIS2_TOKEN", raising=False)
     job = defs.resolve_job_def("dhis2_chap_prediction")
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        instance.add_dynamic_partitions("chap_configured_models", ["4"])
-        result = job.execute_in_process(instance=instance, partition_key="4", raise_on_error=False)
-        assert not result.success
-        [entry] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
-        context = dg.build_run_status_sensor_context(
-            sensor_name=overview_on_failure.name, dagster_event=entry.dagster_event, dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id), resources={"dhis2": dhis2_resource_definition()})
-        overview_on_failure(context)
-        meta = instance.fetch_materializations(report_asset_key, limit=1).records[0].asset_materialization.metadata
+    instance.add_dynamic_partitions("chap_configured_models", ["4"])
+    result = job.execute_in_process(instance=instance, partition_key="4", raise_on_error=False)
+    assert not result.success
+    [entry] = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    context = dg.build_run_status_sensor_context(
+        sensor_name=overview_on_failure.name, dagster_event=entry.dagster_event, dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id), resources={"dhis2": dhis2_resource_definition()})
+    overview_on_failure(context)
+    meta = instance.fetch_materializations(report_asset_key, limit=1).records[0].asset_materialization.metadata
     assert meta["failed_step"].value == "resource initialization"
     text = meta["report"].value
     assert "the environment variable DHIS2_PASSWORD is not set in the code location" in text

@@ -3,7 +3,6 @@ legacy chap API, national size, and a failure at each step, each checking the re
 
 from datetime import date
 
-import dagster as dg
 import orjson
 import pytest
 
@@ -19,20 +18,6 @@ from dhis2_sandbox.world import DE_CASES, DE_PRED_LOW
 PASSWORD = "district"
 MAX_URL = 8000
 RUN_PATH = "/api/routes/chap/run"
-
-
-@pytest.fixture(scope="module")
-def shared_instance():
-    """Runs in process need no cross-process instance: an in-memory one is the cheapest."""
-    with dg.DagsterInstance.ephemeral() as inst:
-        yield inst
-
-
-@pytest.fixture
-def instance(shared_instance):
-    """One instance for the module (creating one takes a second or two), wiped before each test."""
-    shared_instance.wipe()
-    return shared_instance
 
 
 class Chap:

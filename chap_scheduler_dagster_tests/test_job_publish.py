@@ -27,12 +27,6 @@ def sb():
         yield sandbox
 
 
-@pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
 def resources(sb):
     return {"dhis2": Dhis2Resource(base_url=sb.base_url, username="admin", password="district")}
 

@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
-import dagster as dg
 import httpx
 import pytest
 import respx
@@ -112,8 +111,8 @@ def test_state_from_a_parent_run_becomes_this_runs_own(tmp_path):
     assert run.report.reexecution_of == "run parent, from step await_prediction"
 
 
-def test_state_is_stored_in_the_instance_and_each_step_gets_a_copy():
-    with Sandbox(SandboxConfig(port=0, job_seconds=0.2)) as sb, dg.instance_for_test() as instance:
+def test_state_is_stored_in_the_instance_and_each_step_gets_a_copy(instance):
+    with Sandbox(SandboxConfig(port=0, job_seconds=0.2)) as sb:
         instance.add_dynamic_partitions(configured_models_partitions.name, ["1"])
         result = dhis2_chap_prediction.execute_in_process(
             partition_key="1", instance=instance,
@@ -138,16 +137,15 @@ def test_state_is_stored_in_the_instance_and_each_step_gets_a_copy():
         assert run.tags[MODEL_TAG] == sb.chap.setups[1]["name"]
 
 
-def test_a_state_that_is_not_stored_fails_with_a_way_out():
+def test_a_state_that_is_not_stored_fails_with_a_way_out(instance):
     from chap_scheduler_dagster.defs.run_state import RunStateIOManager
 
-    with dg.instance_for_test() as instance:
-        # The two attributes the IO manager reads from Dagster's InputContext.
-        upstream = SimpleNamespace(step_key="probe_covariates", run_id="gone",
-                                   get_identifier=lambda: ["gone", "probe_covariates", "result"])
-        context = SimpleNamespace(upstream_output=upstream, instance=instance)
-        with pytest.raises(SchedulerError) as info:
-            RunStateIOManager().load_input(context)
+    # The two attributes the IO manager reads from Dagster's InputContext.
+    upstream = SimpleNamespace(step_key="probe_covariates", run_id="gone",
+                               get_identifier=lambda: ["gone", "probe_covariates", "result"])
+    context = SimpleNamespace(upstream_output=upstream, instance=instance)
+    with pytest.raises(SchedulerError) as info:
+        RunStateIOManager().load_input(context)
     assert "probe_covariates of run gone is not stored" in str(info.value)
     assert "launch a new run" in info.value.hint
 

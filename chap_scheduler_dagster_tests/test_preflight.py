@@ -233,7 +233,9 @@ def test_clock_skew_warns(env, sandbox, monkeypatch):
     ahead = datetime.fromisoformat(info["serverDate"]) + timedelta(hours=1)
     monkeypatch.setattr(sandbox, "system_info", lambda: info | {"serverDate": ahead.isoformat(timespec="milliseconds")})
     check = by_name(preflight("4"))["DHIS2"]
-    assert check.status == WARNING and "clock skew +3600 s" in check.finding and "NTP" in check.fix
+    # an hour ahead when served; a loaded machine may take a few seconds to compare it
+    assert check.status == WARNING and re.search(r"clock skew \+3(599|600|60\d) s", check.finding), check.finding
+    assert "NTP" in check.fix
 
 
 def test_dhis2_variables_only_in_dotenv_are_named(env, sandbox, tmp_path):
@@ -440,26 +442,27 @@ def test_publishing_preflight_plugs_in_as_target_checks(env, sandbox):
 # ---- the Dagster instance and its daemon ---------------------------------------------------------------
 
 
-def test_daemon_absent_stale_and_present_through_the_instance_api(env, sandbox):
+def test_daemon_absent_stale_and_present_through_the_instance_api(persistent_instance, env, sandbox):
     from dagster._daemon.types import DaemonHeartbeat
 
-    with dg.instance_for_test() as instance:
-        checks = by_name(preflight("4", instance=instance, daemon=True))
-        assert checks["Dagster instance"].status == OK
-        assert checks["dagster-daemon"].status == WARNING and "no dagster-daemon has ever heartbeated" in checks["dagster-daemon"].finding
+    instance = persistent_instance  # the daemon check asks for an instance another process could open
 
-        required = instance.get_required_daemon_types()
-        for daemon_type in required:
-            instance.add_daemon_heartbeat(DaemonHeartbeat(time.time() - 600, daemon_type, "d1", None))
-        check = by_name(preflight("4", instance=instance, daemon=True))["dagster-daemon"]
-        # 600 s old when written; a loaded machine may take a few seconds to read it back
-        assert check.status == ERROR and "not heartbeating" in check.finding
-        assert re.search(r"\b60\d s ago", check.finding), check.finding
+    checks = by_name(preflight("4", instance=instance, daemon=True))
+    assert checks["Dagster instance"].status == OK
+    assert checks["dagster-daemon"].status == WARNING and "no dagster-daemon has ever heartbeated" in checks["dagster-daemon"].finding
 
-        for daemon_type in required:
-            instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), daemon_type, "d1", None))
-        check = by_name(preflight("4", instance=instance, daemon=True))["dagster-daemon"]
-        assert check.status == OK and f"{len(required)} daemons" in check.finding
+    required = instance.get_required_daemon_types()
+    for daemon_type in required:
+        instance.add_daemon_heartbeat(DaemonHeartbeat(time.time() - 600, daemon_type, "d1", None))
+    check = by_name(preflight("4", instance=instance, daemon=True))["dagster-daemon"]
+    # 600 s old when written; a loaded machine may take a few seconds to read it back
+    assert check.status == ERROR and "not heartbeating" in check.finding
+    assert re.search(r"\b60\d s ago", check.finding), check.finding
+
+    for daemon_type in required:
+        instance.add_daemon_heartbeat(DaemonHeartbeat(time.time(), daemon_type, "d1", None))
+    check = by_name(preflight("4", instance=instance, daemon=True))["dagster-daemon"]
+    assert check.status == OK and f"{len(required)} daemons" in check.finding
 
 
 def test_no_dagster_home_is_a_warning():
@@ -541,25 +544,24 @@ def run_job(instance: dg.DagsterInstance):
     return result, record.asset_materialization.metadata
 
 
-def test_check_connections_job_writes_the_health_table(env, sandbox):
-    with dg.instance_for_test() as instance:
-        result, meta = run_job(instance)
-        assert result.success
-        rows = meta["checks"].value.records
-        names = [r.data["check"] for r in rows]
-        assert names[:3] == ["settings", "DHIS2 environment", "DHIS2"] and "model 5: window" in names
-        assert names[-1] == "dagster-daemon"
-        assert meta["status"].value == "passed with warnings" and meta["failed"].value == 0
-        assert "| status | check | finding | fix |" in meta["report"].value
+def test_check_connections_job_writes_the_health_table(instance, env, sandbox):
+    result, meta = run_job(instance)
+    assert result.success
+    rows = meta["checks"].value.records
+    names = [r.data["check"] for r in rows]
+    assert names[:3] == ["settings", "DHIS2 environment", "DHIS2"] and "model 5: window" in names
+    assert names[-1] == "dagster-daemon"
+    assert meta["status"].value == "passed with warnings" and meta["failed"].value == 0
+    assert "| status | check | finding | fix |" in meta["report"].value
 
-        sandbox.route_present = False
-        result, meta = run_job(instance)
-        assert not result.success  # the run is red, and still leaves its table
-        assert meta["status"].value == "failed"
-        failed = [r.data for r in meta["checks"].value.records if r.data["status"] == ERROR]
-        assert [f["check"] for f in failed] == ["route chap", "chap-core"]
-        failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
-        assert "route chap, chap-core" in failure.step_failure_data.error.message
+    sandbox.route_present = False
+    result, meta = run_job(instance)
+    assert not result.success  # the run is red, and still leaves its table
+    assert meta["status"].value == "failed"
+    failed = [r.data for r in meta["checks"].value.records if r.data["status"] == ERROR]
+    assert [f["check"] for f in failed] == ["route chap", "chap-core"]
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert "route chap, chap-core" in failure.step_failure_data.error.message
 
 
 def test_check_connections_is_in_the_code_location_and_the_overview_links_it():
@@ -576,7 +578,7 @@ def test_check_connections_is_in_the_code_location_and_the_overview_links_it():
 # ---- secrets ---------------------------------------------------------------------------------------------
 
 
-def test_no_secret_value_in_any_output(env, sandbox, capsys, tmp_path):
+def test_no_secret_value_in_any_output(instance, env, sandbox, capsys, tmp_path):
     """Every output of check/info/--version and the job, in the failing and passing cases, scanned."""
     outputs: list[str] = []
 
@@ -599,11 +601,10 @@ def test_no_secret_value_in_any_output(env, sandbox, capsys, tmp_path):
     grab(["check"])
     grab(["info"])
     env.setenv("DHIS2_BASE_URL", sandbox.base_url)
-    with dg.instance_for_test() as instance:
-        result, meta = run_job(instance)
-        outputs.append(json.dumps({k: str(v.value) for k, v in meta.items()}))
-        outputs.extend(str(r.data) for r in meta["checks"].value.records)
-        outputs.extend(str(e.user_message) + str(e.dagster_event) for e in instance.all_logs(result.run_id))
+    result, meta = run_job(instance)
+    outputs.append(json.dumps({k: str(v.value) for k, v in meta.items()}))
+    outputs.extend(str(r.data) for r in meta["checks"].value.records)
+    outputs.extend(str(e.user_message) + str(e.dagster_event) for e in instance.all_logs(result.run_id))
     text = "\n".join(outputs)
     assert "DHIS2 credentials" in text and "personal access token works" in text  # the scan saw real output
     for secret in SECRETS:

@@ -11,7 +11,7 @@ import pytest
 
 from dhis2_sandbox import Sandbox, SandboxConfig
 
-from .dagster_stack import BIN, LOCATION, create_database, drop_database, make_stack
+from .dagster_stack import BIN, LOCATION, running_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -38,19 +38,10 @@ query Health($path: [String!]!) {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    database = create_database()
-    with Sandbox(SandboxConfig(port=0, password=PASSWORD, job_seconds=0.2)) as sandbox:
-        stack = make_stack(
-            tmp_path_factory.mktemp("preflight_e2e"),
-            database,
-            {"DHIS2_BASE_URL": sandbox.base_url, "DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": PASSWORD},
-        )
-        try:
-            stack.start(daemon=True)
-            yield stack
-        finally:
-            stack.stop()
-            drop_database(database)
+    env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": PASSWORD}
+    with Sandbox(SandboxConfig(port=0, password=PASSWORD, job_seconds=0.2)) as sandbox, \
+            running_stack(tmp_path_factory.mktemp("preflight_e2e"), sandbox.base_url, env) as stack:
+        yield stack
 
 
 def check_json(stack, *args: str) -> dict:

@@ -62,10 +62,9 @@ def one_attempt(monkeypatch):
 
 
 @pytest.fixture
-def instance(shared_instance):
-    """One instance for the module (creating one takes a second or two), wiped before each test."""
-    shared_instance.wipe()
-    return shared_instance
+def instance(persistent_instance):
+    """Sensor contexts need an instance on files (conftest: one per module, wiped per test)."""
+    return persistent_instance
 
 
 @pytest.fixture

@@ -45,10 +45,10 @@ def step_outcomes(result) -> dict[str, str]:
 
 
 @pytest.fixture
-def instance():
-    with dg.instance_for_test() as inst:
-        inst.add_dynamic_partitions(configured_models_partitions.name, ["1", "4"])
-        yield inst
+def instance(instance):
+    """The module's in-memory instance (conftest), wiped, with the two models' partitions."""
+    instance.add_dynamic_partitions(configured_models_partitions.name, ["1", "4"])
+    return instance
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_fingerprint_is_stable_across_sandboxes_and_instances():
     """Same data from a fresh DHIS2 process and a fresh Dagster instance: the same fingerprint."""
     prints = []
     for _ in range(2):
-        with Sandbox(SandboxConfig(port=0, job_seconds=0.1)) as sb, dg.instance_for_test() as inst:
+        with Sandbox(SandboxConfig(port=0, job_seconds=0.1)) as sb, dg.DagsterInstance.ephemeral() as inst:
             inst.add_dynamic_partitions(configured_models_partitions.name, ["1"])
             result, meta = run(inst, sb)
             assert result.success and meta["status"] == "succeeded with warnings"
