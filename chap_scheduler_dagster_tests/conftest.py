@@ -9,11 +9,6 @@ from chap_scheduler_dagster.settings import get_settings
 from .real_chap_fixture import real_chap_lane  # noqa: F401  (one real chap-core per session, for -m realchap)
 
 
-@pytest.fixture(scope="session")
-def no_certificates(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("no_certificates")
-
-
 @pytest.fixture(autouse=True)
 def fast_settings(monkeypatch, request):
     """Poll chap quickly and retry GETs at once in tests; every test starts from fresh settings.
@@ -24,12 +19,6 @@ def fast_settings(monkeypatch, request):
     monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.01")
     if "sleeps" not in request.fixturenames:
         monkeypatch.setenv("CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS", "0")
-    if not any(request.node.get_closest_marker(m) for m in ("e2e", "docker", "realchap")):
-        # In process, tests speak plain HTTP on loopback or to respx, so no CA is ever consulted; yet every
-        # httpx client loaded certifi's bundle, a third of an in-process run's CPU. An empty directory
-        # (SSL_CERT_DIR, honoured by httpx) is read only during a TLS handshake, and none happens.
-        monkeypatch.setenv("SSL_CERT_DIR", str(request.getfixturevalue("no_certificates")))
-        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
     # Credentials go only to DHIS2_BASE_URL's origin: one set in the developer's shell would refuse the fakes.
     for name in ("DHIS2_BASE_URL", "DHIS2_ALLOWED_ORIGINS"):
         monkeypatch.delenv(name, raising=False)

@@ -66,3 +66,14 @@ def test_a_run_opens_one_connection_per_step(opened, monkeypatch):
     steps = [step for step, _ in opened if step != "other"]
     assert sorted(steps) == sorted(STEPS), steps  # one per step (was 9 per run: 2, 1, 1, 2, 3)
     assert all(client.is_closed for _, client in opened)
+
+
+def test_connections_share_one_tls_context_per_ca_location(monkeypatch, tmp_path):
+    # Building httpx's verification context loads the CA bundle (~25 ms of CPU): once per process, not per step.
+    from chap_scheduler_dagster.core.dhis2_http import Dhis2Connection
+
+    with Dhis2Connection("https://dhis2.example.org") as a, Dhis2Connection("https://dhis2.example.org") as b:
+        assert a.http._transport._pool._ssl_context is b.http._transport._pool._ssl_context
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))  # another CA location is honoured: a context of its own
+    with Dhis2Connection("https://dhis2.example.org") as c:
+        assert c.http._transport._pool._ssl_context is not a.http._transport._pool._ssl_context

@@ -6,9 +6,11 @@ step opens one connection whatever it talks to. What a failure means is decided 
 
 from __future__ import annotations
 
+import os
+import ssl
 import time
 from collections.abc import Callable
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -58,6 +60,7 @@ class Dhis2Connection:
             timeout=self.timeout(timeout_seconds),
             follow_redirects=False,
             transport=transport,
+            verify=tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
             event_hooks={"response": [_raise_retryable]},
         )
         self._policy = get_policy(get_attempts, sleep=sleep, retry_after_cap=min(RETRY_AFTER_CAP_SECONDS, timeout_seconds))
@@ -110,6 +113,16 @@ class Dhis2Connection:
         from .dhis2_import import Dhis2Writer
 
         return Dhis2Writer(self, timeout_seconds=timeout_seconds)
+
+
+@cache
+def tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """httpx's default verification context, built once per process and CA location.
+
+    Building it loads the whole CA bundle (about 25 ms of CPU); every connection did that, once per run step.
+    The CA location is part of the key, so SSL_CERT_FILE/SSL_CERT_DIR keep their meaning.
+    """
+    return httpx.create_ssl_context()
 
 
 def _raise_retryable(response: httpx.Response) -> None:
