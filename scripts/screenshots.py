@@ -72,16 +72,6 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"{what} did not happen within {timeout:.0f} s")
-
-
 def existing_partitions(stack) -> set[str]:
     sets = stack.graphql(PARTITIONS)["partitionSetsOrError"]["results"]
     return {p["name"] for s in sets for p in s["partitionsOrError"]["results"]}
@@ -89,10 +79,11 @@ def existing_partitions(stack) -> set[str]:
 
 def ensure_partitions(stack, keys: set[str]) -> None:
     try:
-        wait_until(lambda: keys <= existing_partitions(stack), 45, "the discovery sensor adding partitions")
+        stack.wait_until(lambda: keys <= existing_partitions(stack), 45, "the discovery sensor adding partitions",
+                         interval=0.5)
         log(f"discovery sensor added partitions {sorted(existing_partitions(stack))}")
         return
-    except TimeoutError:
+    except AssertionError:  # DagsterStack.wait_until's timeout
         log("discovery sensor was slow; adding partitions over GraphQL")
     for key in sorted(keys):
         answer = stack.graphql(ADD_PARTITION, {"sel": REPO_SELECTOR, "name": "chap_configured_models", "key": key})
@@ -367,7 +358,7 @@ def run(out: Path, scratch: Path) -> None:
                 if status != expected:
                     raise RuntimeError(f"model {key} ended {status}, expected {expected}")
             # The run-status sensors re-render the overview after each run (the daemon ticks about every 30 s).
-            counts = wait_until(
+            counts = stack.wait_until(
                 lambda: (c := overview_counts(stack)) and c.get("succeeded", 0) >= 1 and c.get("failed", 0) >= 1 and c,
                 120, "the overview sensors materializing chap_predictions_overview", interval=1,
             )
