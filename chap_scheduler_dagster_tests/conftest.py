@@ -9,6 +9,19 @@ from chap_scheduler_dagster.settings import get_settings
 from .real_chap_fixture import real_chap_lane  # noqa: F401  (one real chap-core per session, for -m realchap)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def repository_built_once():
+    """Build the code location's repository before any test instance exists.
+
+    ``Definitions.get_repository_def`` is cached, and the first call reads the defs state of the
+    instance current at that moment; made after a test's instance was closed (test order decides, and
+    pytest-xdist changes the order) it fails with "undefined DagsterInstance weakref".
+    """
+    from chap_scheduler_dagster.definitions import defs
+
+    defs.get_repository_def()
+
+
 @pytest.fixture(autouse=True)
 def fast_settings(monkeypatch, request):
     """Poll chap quickly and retry GETs at once in tests; every test starts from fresh settings.
