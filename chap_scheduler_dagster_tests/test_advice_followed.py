@@ -216,6 +216,25 @@ def _remember_start(sb) -> bool:
     return True
 
 
+class _DeletedBeforeRead(dict):
+    """chap's prediction values, where the first prediction read is deleted in chap just before (once)."""
+
+    def __init__(self, chap, entries):
+        super().__init__(entries)
+        self.chap, self.armed = chap, True
+
+    def get(self, pid, default=None):
+        if self.armed and pid in self:
+            self.armed = False
+            del self[pid], self.chap.predictions[pid]  # deleted in chap's Modeling app
+        return super().get(pid, default)
+
+
+def _delete_the_prediction_before_its_values_are_read(sb, env):
+    env.setattr(sb.chap, "_prediction_entries", _DeletedBeforeRead(sb.chap, sb.chap._prediction_entries))
+    return {}
+
+
 def _window_before_the_start(sb, env):
     return {"window": {"end_mode": "fixed", "end_date": "2001-01-01"}}
 
@@ -339,6 +358,10 @@ RUN_CASES = [
             lambda sb, env: {"key": "77"},
             "probe_covariates", "launch a partition chap has",
             lambda sb, env, f: {"key": "1"}),
+    RunCase("the prediction deleted in chap before its values are read (chap 404 on prediction_values)",
+            _delete_the_prediction_before_its_values_are_read,
+            "await_prediction", "launch the run again",
+            lambda sb, env, f: {}),
     RunCase("no partition (run without a configured model)",
             lambda sb, env: {"key": None},
             "probe_covariates", "Pick a configured model (partition) in the launchpad",
@@ -385,6 +408,67 @@ def test_a_failed_publish_is_republished_as_its_advice_says(env, sb, instance):
     )
     assert result.success
     assert sb.data_values.values and len(sb.chap.jobs) == 1  # written, without a second prediction
+
+def test_republishing_another_models_prediction_is_launched_for_its_partition_as_its_advice_says(env, sb, instance):
+    """"Launch publish_chap_forecast for partition P, or give a prediction of M": the partition it names."""
+    from chap_scheduler_dagster.definitions import defs
+
+    made = launch(instance, "1")
+    prediction = int(made.meta["prediction_id"])
+    sb.data_values.values.clear()
+    job = defs.resolve_job_def("publish_chap_forecast")
+    config = {"ops": {"republish_forecast": {"config": {"prediction_id": prediction}}}}
+    instance.add_dynamic_partitions(configured_models_partitions.name, ["2"])
+    wrong = job.execute_in_process(partition_key="2", instance=instance, raise_on_error=False, run_config=config)
+    assert not wrong.success and not sb.data_values.values
+    [failure] = [e for e in wrong.all_events if e.is_step_failure]
+    hint = failure.step_failure_data.user_failure_data.metadata["hint"].value
+    [(named_job, key)] = re.findall(r"Launch (\w+) for partition (\w+)", hint)
+
+    right = defs.resolve_job_def(named_job).execute_in_process(
+        partition_key=key, instance=instance, raise_on_error=False, run_config=config)
+    assert right.success and key == "1"
+    assert sb.data_values.values and len(sb.chap.jobs) == 1  # published, without a second prediction
+
+
+def test_a_run_terminated_before_chap_was_asked_is_launched_again_as_its_advice_says(env, sb, instance):
+    """"Nothing is running in chap for this run. Launch it again when ready": chap has no job; the plain
+    relaunch makes the one prediction."""
+    from chap_scheduler_dagster.core import prediction_steps
+
+    fetch_data = prediction_steps.fetch_data
+
+    def terminated_once(*args, **kwargs):  # what Dagster raises in the step when the run is terminated
+        env.setattr(prediction_steps, "fetch_data", fetch_data)
+        raise dg.DagsterExecutionInterruptedError()
+
+    env.setattr(prediction_steps, "fetch_data", terminated_once)
+    stopped = launch(instance)
+    assert stopped.meta["status"] == "canceled" and stopped.failed_step == "fetch_analytics", stopped.report
+    assert "Launch it again when ready" in stopped.hint and "Nothing is running in chap" in stopped.hint
+    assert sb.chap.jobs == {}
+
+    again = launch(instance)
+    assert again.success and again.meta["status"] in ("succeeded", "succeeded with warnings")
+    assert len(sb.chap.jobs) == 1
+
+
+def test_a_timed_out_write_names_the_wait_to_exceed_and_a_longer_wait_gets_through(sb):
+    """The write-timeout advice, in part: "raise … above N (the seconds this write waited)". Production writes
+    wait at least 120 s, too long for a test, so the writer's own wait stands in for the setting here."""
+    from chap_scheduler_dagster.core.dhis2_import import Dhis2Writer
+    from chap_scheduler_dagster.core.errors import Dhis2Unreachable
+
+    body = b'{"dataValues": []}'
+    sb.faults.slow_seconds = 0.2  # DHIS2 slow on dataValueSets
+    with Dhis2Writer(sb.base_url, username="admin", password=PASSWORD, timeout_seconds=0.05) as writer:
+        with pytest.raises(Dhis2Unreachable) as failed:
+            writer.post_data_values(body, dry_run=False)
+    [wait] = re.findall(r"raise CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS above ([\d.]+)", failed.value.hint)
+    assert float(wait) == 0.05 and "then republish" in failed.value.hint
+    with Dhis2Writer(sb.base_url, username="admin", password=PASSWORD, timeout_seconds=float(wait) * 20) as writer:
+        assert writer.post_data_values(body, dry_run=False) is not None
+
 
 # ---- preflight (`chap-scheduler-run check`): the finding, its fix, the fix carried out --------------------------
 
@@ -447,7 +531,21 @@ def _export_dotenv(sb, env, model):
         env.setenv(name, value)
 
 
+def _dotenv_beside_the_environment(sb, env):
+    """DHIS2 variables in the environment, and one more only in .env."""
+    open(".env", "w").write(f"DHIS2_ALLOWED_ORIGINS={sb.base_url}\n")
+
+
+def _remove_dotenv_lines(sb, env, model):
+    """Remove them from .env (here: its only line)."""
+    os.remove(".env")
+
+
 CHECK_CASES = [
+    CheckCase("DHIS2 variables in the environment and .env, exported", _dotenv_beside_the_environment,
+              "DHIS2 environment", WARNING, "Export them too", _export_dotenv),
+    CheckCase("DHIS2 variables in the environment and .env, removed from .env", _dotenv_beside_the_environment,
+              "DHIS2 environment", WARNING, "or remove them from .env", _remove_dotenv_lines),
     CheckCase("DHIS2 variables only in .env",
               lambda sb, env: (env.delenv("DHIS2_PASSWORD"), open(".env", "w").write(f"DHIS2_PASSWORD={PASSWORD}\n"))
               and None,

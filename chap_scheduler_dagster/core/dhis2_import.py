@@ -149,7 +149,8 @@ class Dhis2Writer(OnConnection):
         self, dhis2: Dhis2Connection | str, *, timeout_seconds: float | None = None, **connect: Any
     ) -> None:
         super().__init__(dhis2, **connect)
-        self._timeout = Dhis2Connection.timeout(timeout_seconds or max(self.conn.timeout_seconds, 120.0))
+        self._seconds = timeout_seconds or max(self.conn.timeout_seconds, 120.0)
+        self._timeout = Dhis2Connection.timeout(self._seconds)
 
     def post_data_values(self, body: bytes, *, dry_run: bool, strategy: Strategy = "CREATE_AND_UPDATE") -> ImportSummary:
         """One ``POST /api/dataValueSets`` with a JSON ``{"dataValues": [...]}`` body, sent once."""
@@ -163,8 +164,10 @@ class Dhis2Writer(OnConnection):
         except httpx.TimeoutException as exc:
             raise timed_out(
                 self.conn, exc, f"the {what}", then="; DHIS2 may still complete this chunk",
-                hint="Lower CHAP_SCHEDULER_PUBLISH_CHUNK_VALUES or raise CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS, "
-                "then republish (identical values are ignored by DHIS2).",
+                # writes wait at least 120 s: a raise below the wait changes nothing
+                hint="Lower CHAP_SCHEDULER_PUBLISH_CHUNK_VALUES or raise CHAP_SCHEDULER_HTTP_TIMEOUT_SECONDS above "
+                f"{self._seconds:g} (the seconds this write waited), then republish (identical values are ignored "
+                "by DHIS2).",
             ) from None
         except httpx.TransportError as exc:
             raise Dhis2Unreachable(unreachable_text(self.conn, exc, f" for the {what}"),
