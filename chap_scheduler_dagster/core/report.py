@@ -116,7 +116,7 @@ class RunReport:
     @classmethod
     def backstop(cls, setup_id: str, dhis2_url: str, *, location: str, run_id: str, started_at: datetime | None,
                  step: str, error: str, hint: str | None, job_id: str | None,
-                 canceled: bool = False, chap_job_id: str | None = None) -> RunReport:
+                 canceled: bool = False) -> RunReport:
         """The report of a run that ended without writing one (defs/overview.py), from its own record."""
         report = cls(setup_id=setup_id, dhis2_url=dhis2_url, location=location, run_id=run_id)
         if started_at is not None:
@@ -127,8 +127,8 @@ class RunReport:
         if canceled:
             from .cancellation import mark_canceled  # it imports this module
 
-            # Canceled, not failed; the chap job id (tagged by await_prediction) says what may still run in chap.
-            mark_canceled(report, step, chap_job_id)
+            # Canceled, not failed; the chap job id (the run's tag) says what may still run in chap.
+            mark_canceled(report, step, job_id)
         return report
 
     # ---- what the objects say (read by run_warnings, publishing and the markdown) ----

@@ -200,7 +200,7 @@ def backstop_report(instance: dg.DagsterInstance, run: dg.DagsterRun, dhis2: Dhi
         run_id=run.run_id, started_at=datetime.fromtimestamp(stats.start_time, UTC) if stats.start_time else None,
         step=cause.step, error=cause.text or "the run failed before its steps could write a report", hint=cause.hint,
         job_id=run.tags.get(CHAP_JOB_TAG) or None,
-        canceled=run.status == dg.DagsterRunStatus.CANCELED, chap_job_id=run.tags.get(CHAP_JOB_TAG),
+        canceled=run.status == dg.DagsterRunStatus.CANCELED,
     )
 
 
