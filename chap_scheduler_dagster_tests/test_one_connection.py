@@ -77,3 +77,48 @@ def test_connections_share_one_tls_context_per_ca_location(monkeypatch, tmp_path
     monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))  # another CA location is honoured: a context of its own
     with Dhis2Connection("https://dhis2.example.org") as c:
         assert c.http._transport._pool._ssl_context is not a.http._transport._pool._ssl_context
+
+
+def prediction_job():
+    """The job as the code location defines it (re-execution rebuilds it by reference)."""
+    from chap_scheduler_dagster.definitions import defs
+
+    return defs.resolve_job_def("dhis2_chap_prediction")
+
+
+def test_a_reexecution_from_submit_fetches_the_removed_body_over_the_steps_one_connection(
+    opened, monkeypatch, tmp_path, persistent_instance
+):
+    from chap_scheduler_dagster.settings import get_settings
+    from dhis2_sandbox import Sandbox, SandboxConfig
+
+    instance = persistent_instance
+    with Sandbox(SandboxConfig(port=0, job_seconds=0.1)) as sb:
+        # The code location's resource reads its DHIS2 from the environment (a folder without a .env).
+        for name, value in (("DHIS2_BASE_URL", sb.base_url), ("DHIS2_USERNAME", "admin"), ("DHIS2_PASSWORD", "district")):
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("DHIS2_TOKEN", raising=False)
+        monkeypatch.chdir(tmp_path)
+        get_settings.cache_clear()
+        instance.add_dynamic_partitions("chap_configured_models", ["1"])
+        window = {"ops": {"probe_covariates": {"config": {"end_mode": "offset", "end_period_offset": 3}}}}
+        parent = dg.execute_job(dg.reconstructable(prediction_job), instance=instance, run_config=window,
+                                tags={"dagster/partition": "1"})
+        assert parent.success and len(sb.chap.jobs) == 1
+        analytics = sum(1 for r in sb.requests if r[1].startswith("/api/analytics"))
+        opened.clear()
+        # Re-execute from submit_prediction: the parent's spooled body was removed after its POST.
+        child = dg.execute_job(
+            dg.reconstructable(prediction_job), instance=instance, tags=instance.get_run_by_id(parent.run_id).tags,
+            run_config=window | {"ops": window["ops"] | {"submit_prediction": {"config": {"force": True}}}},
+            reexecution_options=dg.ReexecutionOptions(parent.run_id, step_selection=["submit_prediction*"]),
+        )
+        assert child.success and len(sb.chap.jobs) == 2  # a new POST with the body fetched again
+        assert sum(1 for r in sb.requests if r[1].startswith("/api/analytics")) > analytics
+        fetched_again = [e.message for e in instance.all_logs(child.run_id)
+                         if "fetching it again from DHIS2" in (e.message or "")]
+        assert len(fetched_again) == 1
+    steps = [step for step, _ in opened if step != "other"]
+    # The re-fetch and the POST share submit_prediction's connection (it opened a second one for the re-fetch).
+    assert sorted(steps) == ["await_prediction", "publish_forecasts", "submit_prediction"], steps
+    assert all(client.is_closed for _, client in opened)

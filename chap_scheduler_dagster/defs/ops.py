@@ -14,7 +14,7 @@ from ..core.prediction_steps import PredictionRun
 from ..core.report import RunReport
 from ..core.run_window import parse_window_request
 from ..settings import get_settings
-from .reexecution import continue_run
+from .reexecution import continue_run, step_connection
 from .reporting import report_step
 from .tags import CHAP_JOB_TAG, model_tags, tag_running_run
 from .resources import Dhis2Resource
@@ -94,16 +94,17 @@ def submit_prediction(
     context: dg.OpExecutionContext, config: SubmitPredictionConfig, run: PredictionRun, dhis2: Dhis2Resource
 ):
     settings = get_settings()
-    continue_run(context, run, "submit_prediction", dhis2=dhis2)
-    with report_step(context, run, "submit_prediction"):
-        if skip_if_unchanged(context, run, force=config.force):
-            return
-    with report_step(context, run, "submit_prediction"), dhis2.chap(settings) as chap:
-        steps.submit(
-            run, chap, log=context.log.info, settings=settings,
-            # Run tags: the backstop report of a run whose worker dies later reads them.
-            record=lambda tags: context.instance.add_run_tags(context.run_id, tags),
-        )
+    with step_connection(dhis2, settings) as conn:  # one for the step: a body fetched again and the POST
+        continue_run(context, run, "submit_prediction", connect=conn)
+        with report_step(context, run, "submit_prediction"):
+            if skip_if_unchanged(context, run, force=config.force):
+                return
+        with report_step(context, run, "submit_prediction"):
+            steps.submit(
+                run, conn().chap, log=context.log.info, settings=settings,
+                # Run tags: the backstop report of a run whose worker dies later reads them.
+                record=lambda tags: context.instance.add_run_tags(context.run_id, tags),
+            )
     yield dg.Output(run)
 
 
