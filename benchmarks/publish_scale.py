@@ -71,11 +71,9 @@ def start_sandbox(org_units: int) -> tuple[subprocess.Popen, str]:
 
 
 def one(org_units: int) -> tuple[float, float, dict]:
-    from chap_scheduler_dagster.core.chap_client import ChapClient
     from chap_scheduler_dagster.core.chap_models import PredictionSetup
+    from chap_scheduler_dagster.core.dhis2_http import Dhis2Connection
     from chap_scheduler_dagster.core.forecast_values import prediction_rows
-    from chap_scheduler_dagster.core.dhis2_import import Dhis2Writer
-    from chap_scheduler_dagster.core.dhis2_reader import Dhis2Reader
     from chap_scheduler_dagster.core.publish import publish_prediction
     from chap_scheduler_dagster.core.report import RunReport
     from dhis2_sandbox.world import World
@@ -92,10 +90,10 @@ def one(org_units: int) -> tuple[float, float, dict]:
         prediction_id = httpx.post(f"{base_url}/__sandbox/chap-predictions", json={"n_periods": 3}).json()["id"]
         report = RunReport(setup_id="1", dhis2_url=base_url)
         chunk = int(os.environ.get("CHAP_SCHEDULER_PUBLISH_CHUNK_VALUES", "10000"))
-        with Dhis2Reader(base_url, username="admin", password="district") as reader, \
-                Dhis2Writer(base_url, username="admin", password="district") as writer, \
-                ChapClient(base_url, username="admin", password="district") as chap:
-            reader.system_info()  # connections and imports warm before measuring
+        # One connection for reads, chap and writes, as the publish step opens it.
+        with Dhis2Connection(base_url, username="admin", password="district") as conn, conn.writer() as writer:
+            reader, chap = conn.reader, conn.chap
+            reader.system_info()  # the connection and imports warm before measuring
             chap.system_info()
             started = time.perf_counter()
             with PeakRss() as rss:
