@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chap_scheduler_dagster.core.chap_models import PredictionSetup
+from chap_scheduler_dagster.core.chap_models import ChapApi, ChapSystemInfo, PredictionSetup
 from chap_scheduler_dagster.core.dhis2_fetch import FetchResult
+from chap_scheduler_dagster.core.dhis2_reader import Dhis2SystemInfo
 
 from chap_scheduler_dagster.core.errors import (
     ChapRejected,
@@ -18,7 +19,7 @@ from chap_scheduler_dagster.core.errors import (
     SchedulerError,
 )
 from chap_scheduler_dagster.core.periods import parse_period, period_range
-from chap_scheduler_dagster.core.report import PredictionOutcome, RunReport
+from chap_scheduler_dagster.core.report import ChapSystem, PredictionOutcome, RunReport, Unreachable
 from chap_scheduler_dagster.core.run_window import InputWindow
 
 STEPS = ("probe_covariates", "fetch_analytics", "submit_prediction", "await_prediction")
@@ -44,8 +45,10 @@ def fetched(**kw) -> FetchResult:
 def base_report(**kw) -> RunReport:
     r = RunReport(setup_id="3", dhis2_url="https://dhis2.example.org", location="sierra_leone", run_id="abc-123",
                   started_at=T0, setup=SETUP, **kw)
-    r.dhis2_version, r.dhis2_server_time, r.dhis2_system_name = "2.41.3", "2026-11-22T06:00:00", "SL HMIS"
-    r.chap_version, r.chap_api = "2.5.1", "prediction-setups"
+    # As the probe reads them: DHIS2's /api/system/info, chap's system info and the API its listing found.
+    r.dhis2_system = Dhis2SystemInfo.model_validate(
+        {"version": "2.41.3", "serverDate": "2026-11-22T06:00:00", "systemName": "SL HMIS"})
+    r.chap_system = ChapSystem(ChapSystemInfo(chap_core_version="2.5.1"), ChapApi.PREDICTION_SETUPS)
     return r
 
 
@@ -148,7 +151,7 @@ def test_dhis2_not_reachable():
     r = RunReport(setup_id="3", dhis2_url="https://dhis2.example.org")
     exc = Dhis2Unreachable("could not reach DHIS2 at https://dhis2.example.org: ConnectError: refused",
                            hint="Check DHIS2_BASE_URL.")
-    r.dhis2_error = str(exc)
+    r.dhis2_system = Unreachable(str(exc))
     r.fail("probe_covariates", exc)
     md = r.markdown()
     assert "- **NOT REACHABLE:** `could not reach DHIS2 at https://dhis2.example.org: ConnectError: refused`" in md
@@ -157,11 +160,20 @@ def test_dhis2_not_reachable():
     assert "- not contacted" in chap_section.split("##")[1]
 
 
+def test_the_systems_render_from_what_the_probe_read():
+    r = RunReport(setup_id="3", dhis2_url="https://dhis2.example.org")
+    assert r.markdown().count("- not contacted") == 2
+    r.dhis2_system = Dhis2SystemInfo.model_validate({"version": "2.40.1"})  # no name, no server time
+    r.chap_system = ChapSystem(ChapSystemInfo(chap_core_version="2.5.1"))  # its listing failed: no API known
+    assert ("- **Instance:** `https://dhis2.example.org`\n- **Version:** 2.40.1\n\n"
+            "## chap-core\n\n- **Version:** 2.5.1 (API: unknown)\n") in r.markdown()
+    assert "- **Server time:** 2026-11-22T06:00:00\n" in base_report().markdown()
+
+
 def test_chap_not_reachable():
     r = base_report()
-    r.chap_version = None
-    r.chap_error = "DHIS2 has no usable route 'chap' (Route chap not found)"
-    r.fail("probe_covariates", SchedulerError(r.chap_error))
+    r.chap_system = Unreachable("DHIS2 has no usable route 'chap' (Route chap not found)")
+    r.fail("probe_covariates", SchedulerError(r.chap_system.error))
     md = r.markdown()
     section = md[md.index("## chap-core"):md.index("## Configured model")]
     assert "NOT REACHABLE:** `DHIS2 has no usable route 'chap'" in section

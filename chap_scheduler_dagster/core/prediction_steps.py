@@ -23,7 +23,7 @@ from .fingerprint import prediction_fingerprint
 from .prediction_body import iter_body, remove_body
 from .reconcile import prediction_name, reconcile_submission
 from .run_cause import JOB_TAG, POST_TAG
-from .report import PredictionOutcome, RunReport
+from .report import ChapSystem, PredictionOutcome, RunReport, Unreachable
 from .run_warnings import named
 from .wait_progress import WaitProgress
 from .run_window import InputWindow, WindowRequest, probe_latest_common_period, resolve_window, setup_period_type
@@ -82,27 +82,22 @@ def connect(run: PredictionRun, reader: Dhis2Reader, chap: ChapClient, partition
     try:
         info = reader.system_info()
     except Dhis2Error as exc:
-        report.dhis2_error = str(exc)
+        report.dhis2_system = Unreachable(str(exc))
         raise
-    report.dhis2_version, report.dhis2_server_time, report.dhis2_system_name = (
-        info.version,
-        info.server_date,
-        info.system_name,
-    )
+    report.dhis2_system = info
     log(f"DHIS2 {info.version} at {report.dhis2_url} (server time {info.server_date})")
     try:
         chap_info = chap.system_info()
     except ChapError as exc:
-        report.chap_error = str(exc)
+        report.chap_system = Unreachable(str(exc))
         raise
-    report.chap_version = chap_info.chap_core_version
     try:
         setup = chap.get_prediction_setup(parse_setup_id(partition_key))
-    finally:
-        report.chap_api = chap.api.value if chap.api else None
+    finally:  # with the API generation its listing answered on (None when it found none)
+        report.chap_system = system = ChapSystem(chap_info, chap.api)
     report.setup, run.api = setup, chap.api
     log(
-        f"chap-core {chap_info.chap_core_version} ({report.chap_api}); configured model {setup.id} "
+        f"chap-core {chap_info.chap_core_version} ({system.api_name}); configured model {setup.id} "
         f"{setup.name!r}: {setup.period_type}, {len(setup.org_units)} org units, "
         f"{len(setup.covariate_sources)} covariates"
     )

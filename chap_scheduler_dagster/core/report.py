@@ -19,8 +19,9 @@ from .report_metadata import Key
 from .run_warnings import named
 
 if TYPE_CHECKING:
-    from .chap_models import PredictionSetup
+    from .chap_models import ChapApi, ChapSystemInfo, PredictionSetup
     from .dhis2_fetch import FetchResult
+    from .dhis2_reader import Dhis2SystemInfo
     from .publish_report import PublishReport
     from .run_window import InputWindow
 
@@ -50,6 +51,25 @@ class PredictionOutcome:
         )
 
 
+@dataclass(frozen=True)
+class Unreachable:
+    """A system the run could not talk to, and why in plain words."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class ChapSystem:
+    """chap as the run found it: its system info and the API generation that answered its listing."""
+
+    info: ChapSystemInfo
+    api: ChapApi | None = None
+
+    @property
+    def api_name(self) -> str | None:
+        return self.api.value if self.api else None
+
+
 @dataclass
 class RunReport:
     """The run's own objects (setup, window, fetch result, prediction, publish result) and its outcome."""
@@ -65,14 +85,10 @@ class RunReport:
     error: str | None = None
     hint: str | None = None
     rejection: Rejection | None = None
-    # Systems
-    dhis2_version: str | None = None
-    dhis2_server_time: str | None = None
-    dhis2_system_name: str | None = None
-    dhis2_error: str | None = None
-    chap_version: str | None = None
-    chap_api: str | None = None
-    chap_error: str | None = None
+    # The systems as the run found them (DHIS2's system info, chap's), or why one was unreachable;
+    # None: not contacted
+    dhis2_system: Dhis2SystemInfo | Unreachable | None = None
+    chap_system: ChapSystem | Unreachable | None = None
     # The configured model as chap returned it; its name alone when known without it (discovery)
     setup: PredictionSetup | None = None
     setup_name: str | None = None
@@ -266,21 +282,9 @@ def render_markdown(r: RunReport) -> str:
     if r.reexecution_of:
         lines.append(f"- **Re-execution of:** {r.reexecution_of}")
     lines += ["", "## DHIS2", "", f"- **Instance:** `{r.dhis2_url}`" + (f" ({r.location})" if r.location else "")]
-    if r.dhis2_error:
-        lines.append(f"- **NOT REACHABLE:** {_inline(r.dhis2_error)}")
-    elif r.dhis2_version:
-        lines.append(f"- **Version:** {r.dhis2_version}" + (f" ({r.dhis2_system_name})" if r.dhis2_system_name else ""))
-        if r.dhis2_server_time:
-            lines.append(f"- **Server time:** {r.dhis2_server_time}")
-    else:
-        lines.append("- not contacted")
+    lines += _dhis2_lines(r.dhis2_system)
     lines += ["", "## chap-core", ""]
-    if r.chap_error:
-        lines.append(f"- **NOT REACHABLE:** {_inline(r.chap_error)}")
-    elif r.chap_version:
-        lines.append(f"- **Version:** {r.chap_version} (API: {r.chap_api or 'unknown'})")
-    else:
-        lines.append("- not contacted")
+    lines += _chap_lines(r.chap_system)
     lines += ["", "## Configured model", ""]
     lines.append(f"- **Id:** {r.setup_id}" + (f" — {r.name}" if r.name else ""))
     lines += _setup_lines(r.setup)
@@ -316,6 +320,29 @@ def render_markdown(r: RunReport) -> str:
 
         lines += render_publish_section(r.publish)
     return "\n".join(lines) + "\n"
+
+
+def _dhis2_lines(system: Dhis2SystemInfo | Unreachable | None) -> list[str]:
+    if isinstance(system, Unreachable):
+        return _unreachable(system)
+    if system is None or not system.version:
+        return ["- not contacted"]
+    lines = [f"- **Version:** {system.version}" + (f" ({system.system_name})" if system.system_name else "")]
+    _opt(lines, "Server time", system.server_date)
+    return lines
+
+
+def _chap_lines(system: ChapSystem | Unreachable | None) -> list[str]:
+    if isinstance(system, Unreachable):
+        return _unreachable(system)
+    if system is None or not system.info.chap_core_version:
+        return ["- not contacted"]
+    return [f"- **Version:** {system.info.chap_core_version} (API: {system.api_name or 'unknown'})"]
+
+
+def _unreachable(system: Unreachable) -> list[str]:
+    # An error without words says no more than no contact at all.
+    return [f"- **NOT REACHABLE:** {_inline(system.error)}" if system.error else "- not contacted"]
 
 
 def _setup_lines(setup: PredictionSetup | None) -> list[str]:
