@@ -15,7 +15,7 @@ from chap_scheduler_dagster.core.chap_models import ChapApi
 from chap_scheduler_dagster.core.dhis2_fetch import check_row_budget, fetch_prediction_body
 from chap_scheduler_dagster.core.dhis2_reader import Dhis2Reader
 from chap_scheduler_dagster.core.errors import Dhis2RequestFailed, RowBudgetExceeded
-from chap_scheduler_dagster.core.periods import parse_period, period_range
+from chap_scheduler_dagster.core.periods import parse_period
 from chap_scheduler_dagster.core.prediction_body import DROP_NO_GEOMETRY, org_unit_feature
 from chap_scheduler_dagster.core.run_window import InputWindow
 
@@ -27,9 +27,18 @@ NO_GEOMETRY = {ORG_UNITS[7], ORG_UNITS[100], ORG_UNITS[249]}
 MAX_URL = 2000
 
 
-def window(start: str = "201901", end: str = "202312") -> InputWindow:
-    periods = period_range(parse_period(start), parse_period(end), 120)
-    return InputWindow(start=periods[0], end=periods[-1], periods=tuple(periods), end_how="fixed: test")
+def month_ids(first_year: int, last_year: int) -> list[str]:
+    """Every month id of whole years, written out here: expectations built with the package's own
+    period module would share its bugs."""
+    return [f"{year}{month:02d}" for year in range(first_year, last_year + 1) for month in range(1, 13)]
+
+
+MONTHS = month_ids(2019, 2023)  # the 60 months of the default window
+
+
+def window(months: list[str] = MONTHS) -> InputWindow:
+    periods = tuple(parse_period(p) for p in months)
+    return InputWindow(start=periods[0], end=periods[-1], periods=periods, end_how="fixed: test")
 
 
 def cell(dx: str, pe: str, ou: str) -> str | None:
@@ -118,7 +127,8 @@ def test_fetch_body_end_to_end(fake, tmp_path):
     assert progress == [(i, result.analytics_requests) for i in range(1, result.analytics_requests + 1)]
 
     # the body is what a plain in-memory build over every cell gives
-    periods = window().period_ids
+    periods = MONTHS
+    assert window().period_ids == MONTHS
     with_geometry = [ou for ou in ORG_UNITS if ou not in NO_GEOMETRY]
     expected_obs = sorted(
         (COVARIATES[dx], ou, pe, float(v))
@@ -232,7 +242,7 @@ def test_longest_url_is_exact_with_uneven_ids(tmp_path):
         mock.get("/api/analytics").mock(side_effect=record({"headers": [], "rows": []}))
         mock.get("/api/organisationUnits").mock(side_effect=record({"organisationUnits": []}))
         result = fetch_prediction_body(
-            reader, setup, window("202001", "202312"), name="n", n_periods=3, api=ChapApi.PREDICTION_SETUPS,
+            reader, setup, window(month_ids(2020, 2023)), name="n", n_periods=3, api=ChapApi.PREDICTION_SETUPS,
             max_url_bytes=1500, concurrency=1, row_budget=10**9, spool_dir=str(tmp_path),
         )
     assert max(map(len, urls)) <= 1500

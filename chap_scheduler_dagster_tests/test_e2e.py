@@ -63,31 +63,9 @@ def test_success_through_the_ui_path(stack):
     assert "DHIS2_PASSWORD" not in text and PASSWORD not in text
 
 
-def test_chap_rejection(stack):
-    add_partitions(stack, ["3"])
-    run = launch_and_wait(stack, "3", {"ops": {"probe_covariates": {"config": {}}}})
-    assert run["status"] == "FAILURE"
-    text, meta = stack.report("3")
-    assert meta["failed_step"] == "submit_prediction"
-    assert "All regions rejected due to missing values" in text
-    assert "Rejected cells (grouped by covariate)" in text and "`rainfall`:" in text
-
-
-def test_dhis2_down(stack, sandbox):
-    add_partitions(stack, ["1"])
-    # The launchpad cannot point a run at another DHIS2 (test_faults_e2e.py); DHIS2 itself fails here.
-    sandbox.faults.update({"fail_next": 50})  # every /api request answers 503 with an HTML page
-    try:
-        run = launch_and_wait(stack, "1", {"ops": {"probe_covariates": {"config": {}}}})
-    finally:
-        sandbox.faults.reset()
-    assert run["status"] == "FAILURE"
-    text, meta = stack.report("1")
-    assert meta["failed_step"] == "probe_covariates"
-    assert "DHIS2 is unavailable (maintenance or overload)" in text and "HTTP 503" in text
-
-
 def test_invalid_run_config_gives_failed_run_with_report(stack):
+    # The one failing run launched like the launchpad: its FAILURE status and the report read back over
+    # GraphQL. What each failure says is shown in process (test_job.py), where a run costs a second.
     add_partitions(stack, ["1"])
     run = launch_and_wait(stack, "1", {"ops": {"probe_covariates": {"config": {"end_mode": "fixed"}}}})
     assert run["status"] == "FAILURE"

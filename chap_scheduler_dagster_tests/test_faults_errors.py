@@ -231,6 +231,8 @@ def test_setup_json_still_parses():
     ],
 )
 def test_post_errors_reach_the_report_with_what_to_do(instance, answer, words):
+    import json
+
     import dagster as dg
 
     from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
@@ -238,11 +240,18 @@ def test_post_errors_reach_the_report_with_what_to_do(instance, answer, words):
 
     from dhis2_sandbox import Sandbox, SandboxConfig
 
-    # The real sandbox answers everything but the POST, which gets the error under test.
-    with Sandbox(SandboxConfig(port=0)) as sb, respx.mock(assert_all_called=False) as router:
-        post = router.post(url__regex=r".*/api/routes/chap/run/v1/crud/prediction-setups/1/run$").mock(
-            return_value=httpx.Response(answer[0], json=answer[1]))
-        router.route().pass_through()
+    # The sandbox answers everything; its chap stand-in answers the POST with the error under test
+    # (one DHIS2 fake for the run, not respx in front of the sandbox).
+    with Sandbox(SandboxConfig(port=0)) as sb:
+        handle, posted = sb.chap.handle, []
+
+        def refuse_the_post(method, path, query, body):
+            if method == "POST" and path == "/v1/crud/prediction-setups/1/run":
+                posted.append(path)
+                return answer[0], json.dumps(answer[1]).encode(), "application/json"
+            return handle(method, path, query, body)
+
+        sb.chap.handle = refuse_the_post
         instance.add_dynamic_partitions("chap_configured_models", ["1"])
         result = dhis2_chap_prediction.execute_in_process(
             partition_key="1", instance=instance, raise_on_error=False,
@@ -251,9 +260,8 @@ def test_post_errors_reach_the_report_with_what_to_do(instance, answer, words):
         )
         meta = instance.fetch_materializations(
             dg.AssetKey("dhis2_chap_prediction_report"), limit=1).records[0].asset_materialization.metadata
-        post_calls = post.call_count
     text = meta["report"].value
-    assert not result.success and post_calls == 1
+    assert not result.success and len(posted) == 1 and not sb.chap.jobs
     assert meta["failed_step"].value == "submit_prediction"
     assert words in text and "- **What to do:** " in text
     assert '{"' not in meta["error"].value, meta["error"].value

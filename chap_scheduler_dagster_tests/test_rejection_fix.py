@@ -17,6 +17,7 @@ from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
 from chap_scheduler_dagster.defs.partitions import configured_models_partitions
 from chap_scheduler_dagster.defs.resources import Dhis2Resource
 from dhis2_sandbox import Sandbox, SandboxConfig
+from dhis2_sandbox import periods as SP
 
 TODAY = date(2026, 11, 30)
 
@@ -112,9 +113,11 @@ def _run_model(instance, sb, key: str, config: dict):
 def test_too_little_history_names_the_start_that_works_and_following_it_succeeds(instance):
     with Sandbox(SandboxConfig(port=0, job_seconds=0.1)) as sb:
         monthly = sb.chap.setups[1]
-        last = parse_period(monthly["startPeriod"]).shift(59)  # the sandbox's last complete month
+        # The sandbox's last complete month, by the sandbox's period arithmetic (not the package's).
+        kind, first = SP.parse(monthly["startPeriod"])
+        last = first + 59
         # A configured model with 20 months of history: chap accepts the POST, then its job fails.
-        sb.chap.add_setup(monthly | {"id": 9, "name": "Short history", "startPeriod": last.shift(-19).id})
+        sb.chap.add_setup(monthly | {"id": 9, "name": "Short history", "startPeriod": SP.format_id(kind, last - 19)})
         config = {"ops": {"probe_covariates": {"config": {}}}}
         failed, meta = _run_model(instance, sb, "9", config)
         assert not failed.success and meta["failed_step"] == "await_prediction"
