@@ -8,6 +8,37 @@ from chap_scheduler_dagster.settings import get_settings
 
 from .real_chap_fixture import real_chap_lane  # noqa: F401  (one real chap-core per session, for -m realchap)
 
+# Lanes that hold one expensive thing for many tests, heaviest first: pytest-xdist (`--dist
+# loadgroup`, pyproject.toml) keeps each on one worker and starts it early, so the long lanes run
+# beside the short tests instead of after them.
+LANES = ("docker", "realchap", "e2e")
+
+
+def _lane_group(item: pytest.Item) -> tuple[int, str] | None:
+    """(rank, group) of a test whose module or session fixture must not be built twice: the Docker
+    lane (one dockerd), the real chap-core (one per session) and every module-wide e2e stack."""
+    marks = {m.name for m in item.iter_markers()}
+    if "docker" in marks:
+        return 0, "docker"
+    if "realchap" in marks:
+        return 1, "realchap"
+    module_marks = getattr(item.module, "pytestmark", [])
+    module_marks = module_marks if isinstance(module_marks, list) else [module_marks]
+    if any(m.name == "e2e" for m in module_marks):
+        return 2, item.module.__name__.rsplit(".", 1)[-1]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    ranked = []
+    for index, item in enumerate(items):
+        lane = _lane_group(item)
+        if lane is not None:
+            item.add_marker(pytest.mark.xdist_group(lane[1]))
+        ranked.append(((lane[0] if lane else len(LANES)), index, item))
+    items[:] = [item for _, _, item in sorted(ranked, key=lambda r: r[:2])]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def repository_built_once():
