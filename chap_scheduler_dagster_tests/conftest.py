@@ -8,36 +8,41 @@ from chap_scheduler_dagster.settings import get_settings
 
 from .real_chap_fixture import real_chap_lane  # noqa: F401  (one real chap-core per session, for -m realchap)
 
-# Lanes that hold one expensive thing for many tests, heaviest first: pytest-xdist (`--dist
-# loadgroup`, pyproject.toml) keeps each on one worker and starts it early, so the long lanes run
-# beside the short tests instead of after them.
+# pytest-xdist (pyproject.toml: `-n 4 --dist loadscope`) sends whole modules to a worker, so a
+# module-wide fixture (an e2e stack, the Docker lane) is built once. The modules that share the
+# session's real chap-core are sent as one (`pytest_xdist_make_scheduler` below). The lanes are
+# collected first, heaviest first, so their waits overlap the short tests instead of following them.
+REAL_CHAP_MODULES = {"test_faults_realchap.py", "test_real_chap_lane.py"}
 LANES = ("docker", "realchap", "e2e")
 
 
-def _lane_group(item: pytest.Item) -> tuple[int, str] | None:
-    """(rank, group) of a test whose module or session fixture must not be built twice: the Docker
-    lane (one dockerd), the real chap-core (one per session) and every module-wide e2e stack."""
+def _lane_rank(item: pytest.Item) -> int:
     marks = {m.name for m in item.iter_markers()}
-    if "docker" in marks:
-        return 0, "docker"
-    if "realchap" in marks:
-        return 1, "realchap"
     module_marks = getattr(item.module, "pytestmark", [])
-    module_marks = module_marks if isinstance(module_marks, list) else [module_marks]
-    if any(m.name == "e2e" for m in module_marks):
-        return 2, item.module.__name__.rsplit(".", 1)[-1]
-    return None
+    module_marks = {m.name for m in (module_marks if isinstance(module_marks, list) else [module_marks])}
+    if "realchap" in marks and item.path.name not in REAL_CHAP_MODULES:
+        raise pytest.UsageError(f"{item.path.name} has real chap-core tests: add it to REAL_CHAP_MODULES in "
+                                "conftest.py, so that one worker starts one chap-core for all of them")
+    for rank, lane in enumerate(LANES):
+        if lane in (module_marks if lane == "e2e" else marks):
+            return rank
+    return len(LANES)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    ranked = []
-    for index, item in enumerate(items):
-        lane = _lane_group(item)
-        if lane is not None:
-            item.add_marker(pytest.mark.xdist_group(lane[1]))
-        ranked.append(((lane[0] if lane else len(LANES)), index, item))
-    items[:] = [item for _, _, item in sorted(ranked, key=lambda r: r[:2])]
+    ranked = sorted(enumerate(items), key=lambda pair: (_lane_rank(pair[1]), pair[0]))
+    items[:] = [item for _, item in ranked]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LaneScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "real chap-core" if Path(module).name in REAL_CHAP_MODULES else module
+
+    return LaneScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,9 +4,9 @@ and the compose deployment brought up with deploy/test/docker-compose.lane.yml.
 Everything is started from Python and stopped by id: the compose project's containers, volumes
 and network, any run container left over, the images, then dockerd by its PID. dockerd keeps
 its data and exec roots in a temporary directory that is removed at the end, so no image layer
-outlives the lane. The only thing kept between runs is the base image's root file system, a
+outlives the lane. The only things kept between runs are the base image's root file system, a
 tarball in CHAP_DOCKER_LANE_CACHE (default /var/cache/chap-scheduler-docker), made once with
-debootstrap.
+debootstrap, and the wheelhouse the image installs from (one per set of requirements).
 
 Needs root and Debian's docker.io, debootstrap and docker-compose packages (.ci/run installs
 them). A missing tool or a daemon that does not come up fails loudly, never skips.
@@ -15,6 +15,7 @@ them). A missing tool or a daemon that does not come up fails loudly, never skip
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
@@ -113,6 +114,37 @@ def base_rootfs_tarball(log) -> Path:
     return tarball
 
 
+def lane_daemon_instance() -> dict:
+    """The image's dagster.yaml with the daemon's two clocks shortened, so a killed run container
+    is noticed in seconds and queued runs start at once; every other setting as shipped."""
+    config = yaml.safe_load((REPO / "deploy" / "docker" / "dagster.yaml").read_text())
+    config["run_monitoring"]["poll_interval_seconds"] = 5
+    config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
+    return config
+
+
+def wheelhouse() -> Path:
+    """Wheels of the project's dependencies (and its build backend) for the image build, made with
+    the host's pip configuration and kept in the cache while pyproject.toml asks for the same
+    packages (a changed requirement makes a new one)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    # setuptools and wheel: the build backend of `pip install --no-deps .`
+    wanted = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    key = hashlib.sha256("\n".join([sys.version, *wanted]).encode()).hexdigest()[:16]
+    wheels = CACHE / f"wheelhouse-{key}"
+    with _locked(CACHE / ".lock"):
+        if not wheels.is_dir():
+            work = Path(tempfile.mkdtemp(prefix="wheels.", dir=CACHE))
+            try:
+                (work / "requirements.txt").write_text("\n".join(wanted) + "\n")
+                run([str(BIN / "python"), "-m", "pip", "wheel", "--quiet", "-w", str(work / "wheels"),
+                     "-r", str(work / "requirements.txt")], timeout=1200)
+                (work / "wheels").rename(wheels)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    return wheels
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002
         pass
@@ -203,14 +235,7 @@ class DockerLane:
         wheelhouse; the build installs from it with --no-index over loopback. The pip config that
         says so reaches the build as a secret (mounted for the two pip commands only)."""
         t0 = time.monotonic()
-        wheels = self.tmp / "wheels"
-        requirements = self.tmp / "requirements.txt"
-        deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-        requirements.write_text("\n".join(deps) + "\n")
-        # setuptools and wheel: the build backend of `pip install --no-deps .`
-        build_req = tomllib.loads((REPO / "pyproject.toml").read_text())["build-system"]["requires"]
-        run([str(BIN / "python"), "-m", "pip", "wheel", "--quiet", "-w", str(wheels), "-r", str(requirements),
-             *build_req], timeout=1200)
+        wheels = wheelhouse()
         self.timings["wheelhouse_s"] = time.monotonic() - t0
         t0 = time.monotonic()
         with wheelhouse_server(wheels) as url:
@@ -256,12 +281,16 @@ class DockerLane:
             f"      port: {grpc_port}\n      location_name: dhis2\n"
         )
         workspace.chmod(0o644)
+        daemon_instance = self.compose_dir / "lane-daemon-dagster.yaml"
+        daemon_instance.write_text(yaml.safe_dump(lane_daemon_instance(), sort_keys=False))
+        daemon_instance.chmod(0o644)
         self.compose_env = {
             "CHAP_SCHEDULER_IMAGE": IMAGE,
             "CHAP_LANE_GRPC_PORT": str(grpc_port),
             "CHAP_LANE_UI_PORT": str(ui_port),
             "CHAP_LANE_DOCKER_SOCKET": str(self.socket),
             "CHAP_LANE_WORKSPACE": str(workspace),
+            "CHAP_LANE_DAEMON_INSTANCE": str(daemon_instance),
         }
         # The merged configuration, as Compose itself computes it. One change on top: a service on
         # host networking loses its `ports` (the webserver's loopback publication), because an

@@ -26,11 +26,12 @@ import docker
 import httpx
 import psycopg2
 import pytest
+import yaml
 
 from dhis2_sandbox import Sandbox, SandboxConfig
 
 from .dagster_stack import PG, DagsterStack, create_database, drop_database, free_port
-from .docker_lane import BASE_IMAGE, IMAGE, DockerLane, LaneError, require_tools
+from .docker_lane import BASE_IMAGE, IMAGE, REPO, DockerLane, LaneError, require_tools
 
 pytestmark = pytest.mark.docker
 
@@ -285,8 +286,8 @@ def test_no_secret_or_pip_configuration_in_any_layer(lane: Lane, tmp_path: Path)
 
 
 def test_user_code_webserver_and_daemon_are_up(lane: Lane) -> None:
-    # Each service healthy by its own compose health check (the daemon's first one runs 30 s after
-    # it starts, the webserver's 15 s).
+    # Each service healthy by its own compose health check (the shipped commands, run every 2 s in
+    # the lane instead of every 15 or 30 s).
     deadline = time.monotonic() + 120
     for service in ("postgres", "user-code", "webserver", "daemon"):
         while True:
@@ -316,6 +317,14 @@ def test_user_code_webserver_and_daemon_are_up(lane: Lane) -> None:
         time.sleep(2)
     types = {s["daemonType"] for s in required}
     assert {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR", "MONITORING"} <= types, types
+    # The daemon's instance is the image's dagster.yaml with only the lane's two clocks changed.
+    shipped = yaml.safe_load((REPO / "deploy" / "docker" / "dagster.yaml").read_text())
+    read = lane.lane.docker("exec", lane.lane.container("daemon"), "cat", "/opt/dagster/home/dagster.yaml").stdout
+    daemon_instance = yaml.safe_load(read)
+    assert daemon_instance["run_monitoring"].pop("poll_interval_seconds") == 5
+    assert daemon_instance["run_coordinator"]["config"].pop("dequeue_interval_seconds") == 1
+    del shipped["run_monitoring"]["poll_interval_seconds"], shipped["run_coordinator"]["config"]["dequeue_interval_seconds"]
+    assert daemon_instance == shipped
 
 
 def test_socket_group_log_rotation_and_memory_limits(lane: Lane) -> None:
@@ -421,8 +430,8 @@ def test_killed_run_container_fails_the_run_and_it_still_gets_its_report(lane: L
         assert lane.status(run_id) == "STARTED"
         lane.lane.docker("kill", container.id)
         t0 = time.monotonic()
-        # Run monitoring (poll_interval_seconds: 60 in deploy/docker/dagster.yaml) finds the
-        # container gone and fails the run.
+        # Run monitoring (every 60 s as shipped in deploy/docker/dagster.yaml, every 5 s in the
+        # lane) finds the container gone and fails the run.
         assert lane.wait_status(run_id, {"SUCCESS", "FAILURE", "CANCELED"}, 240) == "FAILURE"
         failed_after = time.monotonic() - t0
         # The failure sensor's backstop writes the report the run could not write.

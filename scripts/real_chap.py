@@ -10,7 +10,7 @@ Runs under the project venv (it reuses the package's periods and DHIS2 reader)::
     .venv/bin/python scripts/real_chap.py stop
 
 chap-core 2.5.1 needs Python 3.13, so ``install`` builds a separate venv with pyenv's 3.13
-(or ``python3.13`` on PATH) under ``$CHAP_REAL_HOME`` (default ``<repo>/.real-chap/``), pins
+(or ``python3.13`` on PATH) under ``$CHAP_REAL_HOME`` (default ``~/.cache/chap-scheduler-dagster/real-chap/``), pins
 SQLAlchemy 2.0.50 and sqlmodel 0.0.39 (the versions of chap-core's own lock file) and adds the
 ``config/configured_models/default.yaml`` the wheel lacks.  ``start`` runs its own redis-server,
 the chap Celery worker and the chap API (uvicorn) on free 127.0.0.1 ports with a SQLite database;
@@ -67,7 +67,9 @@ class RealChapError(RuntimeError):
 
 
 def chap_home() -> Path:
-    return Path(os.environ.get("CHAP_REAL_HOME") or (REPO / ".real-chap")).resolve()
+    # Outside the checkout by default, so that a fresh clone (CI) reuses an install it finds complete.
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("CHAP_REAL_HOME") or (cache / "chap-scheduler-dagster" / "real-chap")).resolve()
 
 
 def venv_dir() -> Path:
