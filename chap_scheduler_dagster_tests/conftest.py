@@ -59,6 +59,21 @@ def repository_built_once():
 
 
 @pytest.fixture(autouse=True)
+def no_closed_instance_stays_current():
+    """Every test starts with no Dagster instance "current", and whatever it leaves current is undone.
+
+    An instance makes its defs-state storage current on ``__enter__`` (a context variable) and
+    restores the previous one on ``__exit__``; entered twice, it restores only once, so a module's
+    instance stayed current after it was closed and its directory removed. A later test that built
+    new ``Definitions`` read that dead storage ("unable to open database file"), depending on which
+    modules a pytest-xdist worker ran before. (Dagster offers no public way to reset it.)"""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
+
+
+@pytest.fixture(autouse=True)
 def fast_settings(monkeypatch, request):
     """Poll chap quickly and retry GETs at once in tests; every test starts from fresh settings.
 

@@ -179,7 +179,9 @@ def _raise_to_the_estimate(sb, env, failed):
 
 
 def _slow_model(sb, env):
-    sb.chap.job_seconds = 1.0
+    # 3 s against a 0.3 s timeout: on a loaded machine the steps between the POST and the first look
+    # took over a second, and a 1 s job had already ended.
+    sb.chap.job_seconds = 3.0
     env.setenv("CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS", "0.3")
     return {}
 
