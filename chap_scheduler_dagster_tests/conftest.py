@@ -8,7 +8,7 @@ from chap_scheduler_dagster.settings import get_settings
 
 from .real_chap_fixture import real_chap_lane  # noqa: F401  (one real chap-core per session, for -m realchap)
 
-# pytest-xdist (pyproject.toml: `-n 4 --dist loadscope`) sends whole modules to a worker, so a
+# pytest-xdist (pyproject.toml: `-n 3 --dist loadscope`) sends whole modules to a worker, so a
 # module-wide fixture (an e2e stack, the Docker lane) is built once. The modules that share the
 # session's real chap-core are sent as one (`pytest_xdist_make_scheduler` below). The lanes are
 # collected first, heaviest first, so their waits overlap the short tests instead of following them.
