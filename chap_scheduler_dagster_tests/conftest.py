@@ -63,10 +63,12 @@ def no_closed_instance_stays_current():
     """Every test starts with no Dagster instance "current", and whatever it leaves current is undone.
 
     An instance makes its defs-state storage current on ``__enter__`` (a context variable) and
-    restores the previous one on ``__exit__``; entered twice, it restores only once, so a module's
-    instance stayed current after it was closed and its directory removed. A later test that built
-    new ``Definitions`` read that dead storage ("unable to open database file"), depending on which
-    modules a pytest-xdist worker ran before. (Dagster offers no public way to reset it.)"""
+    restores the previous one on ``__exit__`` (one exit stack per instance object, so an instance
+    entered twice restores once). Seen here: after test_due_and_double_runs.py, its module's
+    instance stayed current for the rest of the session, closed and its directory removed; a later
+    test that built new ``Definitions`` read that dead storage ("unable to open database file") when
+    no pooled connection was left, which depended on the modules an xdist worker ran before.
+    (Dagster offers no public way to reset it.)"""
     from dagster._core.storage.defs_state.base import set_defs_state_storage
 
     with set_defs_state_storage(None):
