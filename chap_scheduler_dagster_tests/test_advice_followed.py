@@ -45,9 +45,9 @@ PASSWORD = "district"
 
 
 @pytest.fixture
-def instance(shared_instance):  # conftest's, one per module
-    shared_instance.wipe()
-    return shared_instance
+def instance(memory_instance):  # conftest's in-memory one, one per module
+    memory_instance.wipe()
+    return memory_instance
 
 
 @pytest.fixture
