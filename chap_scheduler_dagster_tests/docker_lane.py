@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import yaml
 
@@ -89,27 +89,38 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def base_rootfs_tarball(log) -> Path:
-    """The cached root file system of the local base image; made with debootstrap on first use."""
-    tarball = CACHE / BASE_TARBALL
+def _kept(target: Path, make: Callable[[Path], Path]) -> bool:
+    """``target`` in the cache, made once: ``make`` builds it in a scratch directory of the cache and
+    returns it, and it is moved in whole (never half made), all under the cache's lock. True when
+    made now."""
     with _locked(CACHE / ".lock"):
-        if tarball.exists():
-            return tarball
-        t0 = time.monotonic()
-        work = Path(tempfile.mkdtemp(prefix="rootfs.", dir=CACHE))
+        if target.exists():
+            return False
+        work = Path(tempfile.mkdtemp(prefix=f"{target.name}.", dir=CACHE))
         try:
-            run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-                 "bookworm", str(work / "root"), DEBIAN_MIRROR], timeout=1200)
-            # Downloaded .debs and package lists are not part of the base.
-            for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
-                for p in (work / "root" / leftover).glob("*"):
-                    if p.is_file():
-                        p.unlink()
-            partial_tar = work / "rootfs.tar"
-            run(["tar", "-C", str(work / "root"), "-cf", str(partial_tar), "."], timeout=600)
-            partial_tar.rename(tarball)
+            make(work).rename(target)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        return True
+
+
+def base_rootfs_tarball(log) -> Path:
+    """The cached root file system of the local base image; made with debootstrap on first use."""
+
+    def debootstrap(work: Path) -> Path:
+        run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+             "bookworm", str(work / "root"), DEBIAN_MIRROR], timeout=1200)
+        # Downloaded .debs and package lists are not part of the base.
+        for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (work / "root" / leftover).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        run(["tar", "-C", str(work / "root"), "-cf", str(work / "rootfs.tar"), "."], timeout=600)
+        return work / "rootfs.tar"
+
+    tarball = CACHE / BASE_TARBALL
+    t0 = time.monotonic()
+    if _kept(tarball, debootstrap):
         log(f"base rootfs made with debootstrap in {time.monotonic() - t0:.0f} s: {tarball}")
     return tarball
 
@@ -132,16 +143,14 @@ def wheelhouse() -> Path:
     wanted = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
     key = hashlib.sha256("\n".join([sys.version, *wanted]).encode()).hexdigest()[:16]
     wheels = CACHE / f"wheelhouse-{key}"
-    with _locked(CACHE / ".lock"):
-        if not wheels.is_dir():
-            work = Path(tempfile.mkdtemp(prefix="wheels.", dir=CACHE))
-            try:
-                (work / "requirements.txt").write_text("\n".join(wanted) + "\n")
-                run([str(BIN / "python"), "-m", "pip", "wheel", "--quiet", "-w", str(work / "wheels"),
-                     "-r", str(work / "requirements.txt")], timeout=1200)
-                (work / "wheels").rename(wheels)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
+
+    def pip_wheel(work: Path) -> Path:
+        (work / "requirements.txt").write_text("\n".join(wanted) + "\n")
+        run([str(BIN / "python"), "-m", "pip", "wheel", "--quiet", "-w", str(work / "wheels"),
+             "-r", str(work / "requirements.txt")], timeout=1200)
+        return work / "wheels"
+
+    _kept(wheels, pip_wheel)
     return wheels
 
 
