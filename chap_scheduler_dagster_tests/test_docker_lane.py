@@ -286,8 +286,8 @@ def test_no_secret_or_pip_configuration_in_any_layer(lane: Lane, tmp_path: Path)
 
 
 def test_user_code_webserver_and_daemon_are_up(lane: Lane) -> None:
-    # Each service healthy by its own compose health check (the shipped commands, run every 2 s in
-    # the lane instead of every 15 or 30 s).
+    # Each service healthy by its own compose health check (the shipped commands, run every 2-10 s
+    # in the lane instead of every 5-30 s).
     deadline = time.monotonic() + 120
     for service in ("postgres", "user-code", "webserver", "daemon"):
         while True:
