@@ -81,6 +81,10 @@ class SchedulerSettings(BaseSettings):
     )
     # Sensors and schedules
     discovery_interval_seconds: int = Field(default=300, ge=30)
+    overview_interval_seconds: int = Field(
+        default=30, ge=5, description="How often the run-status sensors look for ended prediction runs: they "
+        "refresh the overview and write the report of a run that could not (Dagster's default is 30 s).",
+    )
     schedule_timezone: str = Field(default="UTC")
     operator_schedule_cron: str = Field(default="0 6 * * 1")
     operator_schedule_covers: Literal["unscheduled", "all"] = Field(

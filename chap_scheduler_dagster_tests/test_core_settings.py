@@ -60,6 +60,7 @@ def test_dotenv_file_is_read(tmp_path):
         ("CHAP_SCHEDULER_PERIOD_CAP", "0"),
         ("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "-1"),
         ("CHAP_SCHEDULER_DISCOVERY_INTERVAL_SECONDS", "5"),
+        ("CHAP_SCHEDULER_OVERVIEW_INTERVAL_SECONDS", "4"),
         ("CHAP_SCHEDULER_HTTP_GET_ATTEMPTS", "0"),
         ("CHAP_SCHEDULER_ROW_BUDGET", "lots"),
     ],

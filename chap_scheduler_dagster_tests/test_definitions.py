@@ -49,3 +49,22 @@ def test_dhis2_resource_is_bound_to_env_var_names_only(monkeypatch):
         "base_url": "DHIS2_BASE_URL", "username": "DHIS2_USERNAME", "password": "DHIS2_PASSWORD"}
     monkeypatch.setenv("DHIS2_TOKEN", "d2pat_secret")
     assert set(dhis2_resource_from_env()._get_non_default_public_field_values()) == {"base_url", "token"}
+
+
+def test_sensor_intervals_follow_the_settings():
+    """Sensor intervals are fixed when the code location loads, so a fresh interpreter reads them."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"CHAP_SCHEDULER_OVERVIEW_INTERVAL_SECONDS": "7", "CHAP_SCHEDULER_DISCOVERY_INTERVAL_SECONDS": "45"}
+    code = ("import json; from chap_scheduler_dagster.definitions import defs; print(json.dumps({s.name: "
+            "s.minimum_interval_seconds for s in defs.get_repository_def().sensor_defs}))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    intervals = json.loads(done.stdout.splitlines()[-1])
+    assert {name: intervals[name] for name in intervals if name.startswith("chap_predictions_overview_on_")} == {
+        "chap_predictions_overview_on_success": 7, "chap_predictions_overview_on_failure": 7,
+        "chap_predictions_overview_on_canceled": 7}
+    assert intervals["configured_models_sensor"] == 45

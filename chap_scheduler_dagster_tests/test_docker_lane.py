@@ -140,6 +140,7 @@ def lane(request):
                 "CHAP_SCHEDULER_LOCATION_NAME": LOCATION,
                 "CHAP_SCHEDULER_PREDICTION_TIMEOUT_SECONDS": "600",
                 "CHAP_SCHEDULER_SCHEDULE_TIMEZONE": "UTC",
+                "CHAP_SCHEDULER_OVERVIEW_INTERVAL_SECONDS": "5",  # the backstop report in 5 s, not 30
                 "DAGSTER_PG_USER": PG["user"],
                 # The machine's PostgreSQL trusts loopback; compose requires a non-empty value.
                 "DAGSTER_PG_PASSWORD": "unused-trust-auth",

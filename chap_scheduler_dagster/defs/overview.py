@@ -231,6 +231,7 @@ def _overview_sensor(status: dg.DagsterRunStatus, name: str, backstop: bool) -> 
         run_status=status,
         monitored_jobs=[dhis2_chap_prediction],
         default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=get_settings().overview_interval_seconds,
         description=f"After each {status.value.lower()} prediction run, refresh {OVERVIEW_NAME}"
         + (" and write the run's report if the run could not." if backstop else "."),
     )
