@@ -19,7 +19,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import yaml
+
+from .dagster_stack import instance_with_quick_clocks
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -50,12 +51,6 @@ DEBIAN_MIRROR = os.environ.get("CHAP_DOCKER_LANE_MIRROR", "http://deb.debian.org
 
 class LaneError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def require_tools() -> None:
@@ -128,10 +123,7 @@ def base_rootfs_tarball(log) -> Path:
 def lane_daemon_instance() -> dict:
     """The image's dagster.yaml with the daemon's two clocks shortened, so a killed run container
     is noticed in seconds and queued runs start at once; every other setting as shipped."""
-    config = yaml.safe_load((REPO / "deploy" / "docker" / "dagster.yaml").read_text())
-    config["run_monitoring"]["poll_interval_seconds"] = 5
-    config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
-    return config
+    return instance_with_quick_clocks(REPO / "deploy" / "docker" / "dagster.yaml", monitoring_poll_seconds=5)
 
 
 def wheelhouse() -> Path:
