@@ -29,6 +29,22 @@ def _lane_rank(item: pytest.Item) -> int:
     return len(LANES)
 
 
+def pytest_configure(config):
+    """Compile the project's packages once, before any worker starts.
+
+    Where PYTHONDONTWRITEBYTECODE is set (this machine and its CI set it), no process writes the
+    bytecode of the checkout's own modules, so each of the suite's several hundred Python processes
+    (code servers, run workers, the command line) compiled the 14,000 lines again: 0.2-0.3 CPU-s
+    each. Bytecode files that exist are still read; they stay out of git and of the Docker build."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller has done it
+        return
+    import compileall
+
+    root = Path(__file__).resolve().parent.parent
+    for package in ("chap_scheduler_dagster", "dhis2_sandbox"):
+        compileall.compile_dir(root / package, quiet=1)
+
+
 def pytest_collection_modifyitems(config, items):
     ranked = sorted(enumerate(items), key=lambda pair: (_lane_rank(pair[1]), pair[0]))
     items[:] = [item for _, item in ranked]

@@ -170,6 +170,7 @@ class DockerLane:
     log: object = print
     dockerd: subprocess.Popen | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    containers: dict[str, str] = field(default_factory=dict)
     compose_env: dict[str, str] = field(default_factory=dict)
     compose_dir: Path | None = None
 
@@ -311,10 +312,14 @@ class DockerLane:
         self.timings["compose_up_s"] = time.monotonic() - t0
 
     def container(self, service: str) -> str:
-        out = self.compose("ps", "-q", service).stdout.decode().split()
-        if not out:
-            raise LaneError(f"no container for service {service}")
-        return out[0]
+        """The service's container id, asked of compose once (each `docker-compose ps` is a new
+        Python process of 0.4 CPU-s; the services are never recreated during the lane)."""
+        if service not in self.containers:
+            out = self.compose("ps", "-q", service).stdout.decode().split()
+            if not out:
+                raise LaneError(f"no container for service {service}")
+            self.containers[service] = out[0]
+        return self.containers[service]
 
     def service_logs(self) -> str:
         if self.compose_dir is None:
