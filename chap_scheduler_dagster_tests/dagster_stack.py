@@ -138,7 +138,7 @@ class DagsterStack:
     processes: list[subprocess.Popen] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
     # One client for every GraphQL call: httpx.post() builds a client (and its TLS context) per call,
-    # 26 ms of CPU each, and the tests poll the webserver a few thousand times a session.
+    # 26 ms of CPU each, and the e2e tests and the Docker lane call it about 900 times a run.
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60), repr=False)
 
     @property
