@@ -1,5 +1,10 @@
 """The code location loads, and the names other people depend on (DESIGN.md) are what they should be."""
 
+import json
+import os
+import subprocess
+import sys
+
 import dagster as dg
 
 from chap_scheduler_dagster.definitions import defs
@@ -53,11 +58,6 @@ def test_dhis2_resource_is_bound_to_env_var_names_only(monkeypatch):
 
 def test_sensor_intervals_follow_the_settings():
     """Sensor intervals are fixed when the code location loads, so a fresh interpreter reads them."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     env = os.environ | {"CHAP_SCHEDULER_OVERVIEW_INTERVAL_SECONDS": "7", "CHAP_SCHEDULER_DISCOVERY_INTERVAL_SECONDS": "45"}
     code = ("import json; from chap_scheduler_dagster.definitions import defs; print(json.dumps({s.name: "
             "s.minimum_interval_seconds for s in defs.get_repository_def().sensor_defs}))")

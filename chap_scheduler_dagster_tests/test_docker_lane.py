@@ -20,6 +20,7 @@ import stat
 import tarfile
 import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 
 import docker
@@ -151,7 +152,8 @@ def lane(request):
             shared = Lane(docker_lane, sandbox, database, ui_port, grpc_port, socket_gid)
             _wait_loaded(shared)
             docker_lane.timings["ready_s"] = time.monotonic() - t0
-            yield shared
+            with closing(shared.ui.http):  # the GraphQL client of the lane's webserver, closed with the lane
+                yield shared
         except LaneError as exc:
             raise AssertionError(f"{exc}\n{docker_lane.service_logs()}") from exc
         finally:
