@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import importlib
 import importlib.resources
+import importlib.util
 import json
 import os
 import re
@@ -701,9 +702,12 @@ def test_commands_match_installed_console_scripts(compose: dict[str, Any]) -> No
     executables = {c[0] for c in commands}
     assert {"dagster", "dagster-webserver", "dagster-daemon"} <= executables
     for command in commands:
-        if command[0] == "python":
-            assert command[1] == "-c"
+        if command[:2] == ["python", "-c"]:
             compile(command[2], "<healthcheck>", "exec")
+            continue
+        if command[:2] == ["python", "-m"]:
+            # A module of this package; that its options work shows the user-code test below.
+            assert command[2].startswith("chap_scheduler_dagster.") and importlib.util.find_spec(command[2]), command
             continue
         _assert_cli_accepts(command)
 
@@ -753,8 +757,13 @@ def test_user_code_server_starts_like_the_compose_service(
         "DHIS2_USERNAME": os.environ.get("DHIS2_USERNAME", "probe"),
         "DHIS2_PASSWORD": os.environ.get("DHIS2_PASSWORD", "probe"),
     }
-    health = [str(bindir / "dagster"), *service["healthcheck"]["test"][2:]]
+    health = list(service["healthcheck"]["test"][1:])
+    assert health[0] == "python"
+    health[0] = sys.executable
     health[health.index("-p") + 1] = str(port)
+    # Before the server listens, the check fails and says why.
+    early = subprocess.run(health, env=env, capture_output=True, text=True, timeout=30)
+    assert early.returncode == 1 and "UNAVAILABLE" in early.stderr, (early.returncode, early.stderr)
     proc = subprocess.Popen(
         [str(bindir / command[0]), *command[1:]],
         cwd=tmp_path,

@@ -300,7 +300,7 @@ def test_user_code_webserver_and_daemon_are_up(lane: Lane) -> None:
                 break
             assert state["Health"]["Status"] == "starting" and time.monotonic() < deadline, (service, state["Health"])
             time.sleep(1)
-    # user-code: its gRPC health check, as the compose health check runs it.
+    # user-code: Dagster's own gRPC health check agrees with the compose one (code_server_health).
     check = lane.lane.docker("exec", lane.lane.container("user-code"),
                              "dagster", "api", "grpc-health-check", "-p", str(lane.grpc_port), check=False)
     assert check.returncode == 0, check.stderr
