@@ -5,7 +5,7 @@ service, for the service ``DagsterApi``), over the same gRPC libraries, and exit
 is SERVING, 1 otherwise with the reason on stderr. It exists because Docker runs a health check
 for the whole life of a container: Dagster's command imports all of Dagster for one call, 0.8
 CPU-s each time (every 15 s: 5 % of a core, for ever); this imports grpcio alone, 0.1 CPU-s.
-Nothing of Dagster or of this package is imported here.
+Nothing of Dagster is imported (the package's ``__init__`` imports nothing either).
 """
 
 from __future__ import annotations
