@@ -1,7 +1,8 @@
 """The real Dagster stack for end-to-end tests: dagster-webserver and dagster-daemon on loopback.
 
 The instance is the repository's own dagster.yaml (Postgres, queued run coordinator), on a
-fresh database of the machine's PostgreSQL. Processes are started from Python in their own
+fresh database of the machine's PostgreSQL; the code location is served by one code server that
+both use, as in the Docker deployment. Processes are started from Python in their own
 process groups, so they stop on SIGTERM (a ``dagster dev`` started with ``&`` from a shell
 would not; see reference/dagster.md §0.10).
 """
@@ -26,6 +27,7 @@ import psutil
 import psycopg2
 import yaml
 
+from chap_scheduler_dagster import code_server_health
 from dhis2_sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,12 +147,16 @@ class DagsterStack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, daemon: bool = True, timeout: float = 90) -> None:
-        self._spawn("webserver", [str(BIN / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"),
+    def start(self, daemon: bool = True, timeout: float = 90, host_workspace: bool = False) -> None:
+        """``host_workspace``: the repository's ``workspace.yaml``, as the README's host deployment
+        runs it (the webserver and the daemon each start a code server of their own); by default one
+        code server serves both, as in the Docker deployment."""
+        deadline = time.monotonic() + timeout
+        workspace = REPO / "workspace.yaml" if host_workspace else self._start_code_server(deadline)
+        self._spawn("webserver", [str(BIN / "dagster-webserver"), "-w", str(workspace),
                                   "-h", "127.0.0.1", "-p", str(self.port)])
         if daemon:
-            self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")])
-        deadline = time.monotonic() + timeout
+            self._spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)])
         while time.monotonic() < deadline:
             self._check_alive()
             try:
@@ -166,6 +172,24 @@ class DagsterStack:
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"dagster-webserver not ready in {timeout} s\n{self.log_tail()}")
+
+    def _start_code_server(self, deadline: float) -> Path:
+        """One code server for the webserver and the daemon, as the Docker deployment runs it (its
+        ``user-code`` service), and a workspace that points both at it. With the repository's
+        ``workspace.yaml`` (``python_module``) each of them starts its own and loads the code twice:
+        2.4 CPU-s more per stack, and a second interpreter ticking while it idles."""
+        port = free_port()
+        self._spawn("code-server", [str(BIN / "dagster"), "api", "grpc", "-m", "chap_scheduler_dagster.definitions",
+                                    "-h", "127.0.0.1", "-p", str(port)])
+        while code_server_health.main(["-p", str(port), "--timeout", "1"]) != 0:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the code server did not serve on port {port}\n{self.log_tail()}")
+            time.sleep(0.2)
+        workspace = self.home / "workspace.yaml"
+        workspace.write_text(yaml.safe_dump({"load_from": [
+            {"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": LOCATION}}]}))
+        return workspace
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = self.home / f"{name}.log"
@@ -188,9 +212,9 @@ class DagsterStack:
         return "\n".join(out)
 
     def stop(self) -> None:
-        """Stop the webserver and the daemon with everything they started: the ``dagster api grpc
-        --heartbeat`` code servers and the run workers, which share their process groups. Signalling
-        a group only while its leader lived, and waiting only for the leader, left code servers behind."""
+        """Stop the code server, the webserver and the daemon with everything they started (the run
+        workers share the code server's process group). Signalling a group only while its leader
+        lived, and waiting only for the leader, left processes behind."""
         groups = {p.pid for p in self.processes}
         members = process_group_members(groups)
         for pgid in groups:
@@ -257,7 +281,8 @@ class DagsterStack:
 
 
 @contextmanager
-def running_stack(tmp: Path, dhis2_url: str, extra_env: dict[str, str], *, daemon: bool = True) -> Iterator[DagsterStack]:
+def running_stack(tmp: Path, dhis2_url: str, extra_env: dict[str, str], *, daemon: bool = True,
+                  host_workspace: bool = False) -> Iterator[DagsterStack]:
     """A started stack on a fresh database against the DHIS2 at ``dhis2_url``; stopped, with what it
     started, and its database dropped on the way out. Unless overridden, chap is polled every 0.3 s and
     the run-status sensors (overview, backstop reports) look every 5 s instead of 30."""
@@ -265,7 +290,7 @@ def running_stack(tmp: Path, dhis2_url: str, extra_env: dict[str, str], *, daemo
     quick = {"CHAP_SCHEDULER_POLL_INTERVAL_SECONDS": "0.3", "CHAP_SCHEDULER_OVERVIEW_INTERVAL_SECONDS": "5"}
     stack = make_stack(tmp, database, {"DHIS2_BASE_URL": dhis2_url} | quick | extra_env)
     try:
-        stack.start(daemon=daemon)
+        stack.start(daemon=daemon, host_workspace=host_workspace)
         yield stack
     finally:
         stack.stop()

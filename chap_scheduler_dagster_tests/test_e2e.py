@@ -27,7 +27,8 @@ def sandbox():
 def stack(sandbox, tmp_path_factory):
     env = {"DHIS2_USERNAME": "admin", "DHIS2_PASSWORD": PASSWORD,
            "CHAP_SCHEDULER_RETRY_BACKOFF_SECONDS": "0"}  # retries still happen, without the waits
-    with running_stack(tmp_path_factory.mktemp("e2e"), sandbox.base_url, env) as stack:
+    # The repository's workspace.yaml, as on a host: here runs start from the daemon's own code server.
+    with running_stack(tmp_path_factory.mktemp("e2e"), sandbox.base_url, env, host_workspace=True) as stack:
         yield stack
 
 
