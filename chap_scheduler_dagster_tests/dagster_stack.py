@@ -143,6 +143,9 @@ class DagsterStack:
     # One client for every GraphQL call: httpx.post() builds a client (and its TLS context) per call,
     # 26 ms of CPU each, and the e2e tests and the Docker lane call it about 900 times a run.
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=60), repr=False)
+    # The command of the one code server: `dagster api grpc`; benchmarks/idle_cost.py also runs
+    # `dagster code-server start`, the Docker deployment's, which supervises a `dagster api grpc`.
+    code_server: tuple[str, ...] = ("api", "grpc")
 
     @property
     def url(self) -> str:
@@ -180,7 +183,7 @@ class DagsterStack:
         ``workspace.yaml`` (``python_module``) each of them starts its own and loads the code twice:
         2.4 CPU-s more per stack, and a second interpreter ticking while it idles."""
         port = free_port()
-        self._spawn("code-server", [str(BIN / "dagster"), "api", "grpc", "-m", "chap_scheduler_dagster.definitions",
+        self._spawn("code-server", [str(BIN / "dagster"), *self.code_server, "-m", "chap_scheduler_dagster.definitions",
                                     "-h", "127.0.0.1", "-p", str(port)])
         while not _serving(port):
             self._check_alive()
