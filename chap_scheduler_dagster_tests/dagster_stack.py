@@ -180,8 +180,8 @@ class DagsterStack:
     def _start_code_server(self, deadline: float) -> Path:
         """One code server for the webserver and the daemon, as the Docker deployment runs it (its
         ``user-code`` service), and a workspace that points both at it. With the repository's
-        ``workspace.yaml`` (``python_module``) each of them starts its own and loads the code twice:
-        2.4 CPU-s more per stack, and a second interpreter ticking while it idles."""
+        ``workspace.yaml`` (``python_module``) each of them starts its own (the daemon two): about
+        1.5 CPU-s more to start a stack, and 2 CPU-s a minute more while it idles."""
         port = free_port()
         self._spawn("code-server", [str(BIN / "dagster"), *self.code_server, "-m", "chap_scheduler_dagster.definitions",
                                     "-h", "127.0.0.1", "-p", str(port)])
