@@ -2,7 +2,8 @@
 
 The instance is the repository's own dagster.yaml (Postgres, queued run coordinator), on a
 fresh database of the machine's PostgreSQL; the code location is served by one code server that
-both use, as in the Docker deployment. Processes are started from Python in their own
+both use, as in the Docker deployment (or, when asked, as the repository's workspace.yaml serves it
+on a host). Processes are started from Python in their own
 process groups, so they stop on SIGTERM (a ``dagster dev`` started with ``&`` from a shell
 would not; see reference/dagster.md §0.10).
 """
