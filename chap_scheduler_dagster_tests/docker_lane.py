@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,7 +47,7 @@ PROJECT = "chap-lane"
 # The 20.10 client from Debian's docker.io: the static 28.2 client first on PATH cannot build
 # with BuildKit without the buildx plugin, and the legacy builder has no secret mounts.
 DOCKER_BUILD_CLIENT = "/usr/bin/docker"
-DEBIAN_MIRROR = os.environ.get("CHAP_DOCKER_LANE_MIRROR", "http://deb.debian.org/debian")
+APT_SOURCES = Path("/etc/apt")
 
 
 class LaneError(RuntimeError):
@@ -99,12 +100,39 @@ def _kept(target: Path, make: Callable[[Path], Path]) -> bool:
         return True
 
 
+def debian_mirror(apt: Path = APT_SOURCES, suite: str = "bookworm") -> str:
+    """Where debootstrap gets the base system: ``CHAP_DOCKER_LANE_MIRROR``, else the Debian mirror this
+    machine's apt already uses for ``suite`` (no host name is written into the repository: the
+    machine's package sources decide). deb822 ``.sources`` files and one-line ``sources.list``."""
+    if os.environ.get("CHAP_DOCKER_LANE_MIRROR"):
+        return os.environ["CHAP_DOCKER_LANE_MIRROR"]
+    files = sorted((apt / "sources.list.d").glob("*.sources")) + [apt / "sources.list"]
+    files += sorted((apt / "sources.list.d").glob("*.list"))
+    for path in files:
+        if not path.is_file():
+            continue
+        if path.suffix == ".sources":
+            for stanza in re.split(r"\n\s*\n", path.read_text()):
+                fields = dict(line.split(":", 1) for line in stanza.splitlines()
+                              if ":" in line and not line.lstrip().startswith("#"))
+                fields = {k.strip().lower(): v.split() for k, v in fields.items()}
+                if suite in fields.get("suites", []) and "deb" in fields.get("types", []) and fields.get("uris"):
+                    return fields["uris"][0]
+        else:
+            for line in path.read_text().splitlines():
+                words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()  # without [options]
+                if len(words) >= 3 and words[0] == "deb" and words[2] == suite:
+                    return words[1]
+    raise LaneError(f"no apt source for Debian {suite} under {apt}, so debootstrap has no mirror: "
+                    "set CHAP_DOCKER_LANE_MIRROR to a Debian mirror's URL (the one apt uses)")
+
+
 def base_rootfs_tarball(log) -> Path:
     """The cached root file system of the local base image; made with debootstrap on first use."""
 
     def debootstrap(work: Path) -> Path:
         run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-             "bookworm", str(work / "root"), DEBIAN_MIRROR], timeout=1200)
+             "bookworm", str(work / "root"), debian_mirror()], timeout=1200)
         # Downloaded .debs and package lists are not part of the base.
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for p in (work / "root" / leftover).glob("*"):

@@ -32,7 +32,7 @@ import yaml
 from dhis2_sandbox import Sandbox, SandboxConfig
 
 from .dagster_stack import PG, DagsterStack, create_database, drop_database, free_port
-from .docker_lane import BASE_IMAGE, IMAGE, REPO, DockerLane, LaneError, require_tools
+from .docker_lane import BASE_IMAGE, IMAGE, REPO, DockerLane, LaneError, debian_mirror, require_tools
 
 pytestmark = pytest.mark.docker
 
@@ -198,6 +198,35 @@ def add_partitions(shared: Lane, keys: list[str]) -> None:
             {"sel": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__"}, "name": PARTITIONS, "key": key},
         )
         assert answer["addDynamicPartition"]["__typename"] in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError")
+
+
+# --------------------------------------------------------------------------------------------
+# the base image's mirror: the machine's apt sources, never a host name in the repository
+
+
+def test_debootstrap_takes_the_mirror_that_apt_uses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHAP_DOCKER_LANE_MIRROR", raising=False)
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\n# http://old.example/debian\nURIs: http://mirror.test/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\n\nTypes: deb\nURIs: http://mirror.test/debian-security\nSuites: bookworm-security\n")
+    assert debian_mirror(tmp_path) == "http://mirror.test/debian"
+
+    (tmp_path / "sources.list.d" / "debian.sources").unlink()
+    (tmp_path / "sources.list").write_text(
+        "# deb http://commented.test/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/usr/share/keyrings/k.gpg] http://onelist.test/debian bookworm main\n")
+    assert debian_mirror(tmp_path) == "http://onelist.test/debian"
+
+    monkeypatch.setenv("CHAP_DOCKER_LANE_MIRROR", "http://override.test/debian")
+    assert debian_mirror(tmp_path) == "http://override.test/debian"
+
+
+def test_no_bookworm_source_names_the_setting_that_fixes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CHAP_DOCKER_LANE_MIRROR", raising=False)
+    (tmp_path / "sources.list").write_text("deb http://mirror.test/debian trixie main\n")
+    with pytest.raises(LaneError, match="CHAP_DOCKER_LANE_MIRROR"):
+        debian_mirror(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
