@@ -16,7 +16,7 @@ from chap_scheduler_dagster.core.dhis2_import import (
 from chap_scheduler_dagster.core.errors import Dhis2AuthFailed, Dhis2RequestFailed
 from chap_scheduler_dagster.core.forecast_values import format_value, spool_forecast_values
 from chap_scheduler_dagster.core.publish import PublishFailed, publish_prediction, resolve_mode
-from chap_scheduler_dagster.core.publish_report import NO_TARGETS
+from chap_scheduler_dagster.core.target_preflight import NO_TARGETS
 from chap_scheduler_dagster.core.publish_targets import TargetError, parse_targets, target_quantiles
 from chap_scheduler_dagster.core.report import RunReport
 from chap_scheduler_dagster.core.target_preflight import check_publish_targets

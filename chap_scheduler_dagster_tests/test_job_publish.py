@@ -114,7 +114,7 @@ def test_weekly_labels_write_unpadded_dhis2_week_ids(sb, instance):
 def test_without_targets_nothing_is_published_and_the_report_says_so(sb, instance):
     result, meta = run(sb, instance, "4")
     assert result.success
-    assert "no targets in chap: nothing published" in meta["report"]
+    assert "nothing published — no quantile targets in chap for this configured model" in meta["report"]
     assert not dv_posts(sb, True) and latest(instance, dhis2_forecast_values_key, "4") is None
     assert latest(instance, chap_forecast_key, "4")["prediction_id"] == meta["prediction_id"]
 

@@ -19,7 +19,8 @@ from .errors import SchedulerError
 from .forecast_values import Rows, SpooledValues, delete_body, spool_forecast_values
 from .outbreak import Thresholds, outbreak_flag
 from .periods import calendar_order, dhis2_id
-from .publish_report import NO_TARGETS, PublishReport
+from .publish_report import PublishReport
+from .target_preflight import NO_TARGETS
 from .publish_targets import PublishTarget, parse_targets
 from .report import RunReport
 from .target_preflight import check_publish_targets, data_element_names

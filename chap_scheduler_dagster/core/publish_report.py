@@ -14,8 +14,6 @@ from .periods import calendar_order
 from .report_metadata import Key
 from .target_preflight import Finding
 
-NO_TARGETS = "no targets in chap: nothing published"
-
 
 @dataclass
 class PublishReport:

@@ -27,6 +27,9 @@ FLAG_TYPES = DECIMAL_TYPES | INTEGER_TYPES | {"BOOLEAN"}
 # chap's period type words -> DHIS2's periodType names
 DHIS2_PERIOD_TYPES = {"day": "Daily", "week": "Weekly", "month": "Monthly", "quarter": "Quarterly", "year": "Yearly"}
 ORG_UNIT_BATCH = 100
+# Said by the preflight and by the run report's DHIS2 import section.
+NO_TARGETS = ("no quantile targets in chap for this configured model (to publish its forecasts, map their "
+              "quantiles to data elements in the Modeling app's import mapping)")
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,7 @@ def check_setup_targets(reader: Any, setup: Any, *, horizon: int) -> list[Findin
     except TargetError as exc:
         return [Finding("error", str(exc), exc.hint)]
     if not targets:
-        return [Finding("ok", "no quantile targets in chap: nothing is published for this configured model")]
+        return [Finding("ok", NO_TARGETS)]
     return check_publish_targets(
         reader, targets, period_type=setup.period_type, horizon=horizon, org_units=setup.org_units
     )
