@@ -189,6 +189,17 @@ def test_dhis2_webmessage_404_means_route_missing(chap_mock, client):
     assert route.call_count == 1  # 4xx is not retried
 
 
+def test_find_prediction_is_none_only_when_chap_says_404(chap_mock, client, sleeps):
+    chap_mock.get("/v1/crud/predictions/7").respond(200, json={"id": 7, "name": "x [dagster run r]", "nPeriods": 3})
+    chap_mock.get("/v1/crud/predictions/8").respond(404, json={"detail": "Prediction not found"})
+    broken = chap_mock.get("/v1/crud/predictions/9").respond(500, json={"detail": "database is locked"})
+    assert client.find_prediction(7).name == "x [dagster run r]"
+    assert client.find_prediction(8) is None
+    with pytest.raises(ChapError):  # not an answer about the prediction: the caller decides
+        client.find_prediction(9)
+    assert broken.call_count == 3  # a GET: retried
+
+
 def test_dhis2_webmessage_403_names_user(chap_mock, client):
     chap_mock.get("/system/info").respond(403, json=web_message(403, "User not authorized"))
     with pytest.raises(ChapRouteMissing) as info:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from chap_scheduler_dagster.core.chap_models import ChapApi
+from chap_scheduler_dagster.core.chap_models import ChapApi, PredictionInfo
 from chap_scheduler_dagster.core.double_runs import (
     chap_cron,
     chap_fires_at,
@@ -20,6 +20,7 @@ from chap_scheduler_dagster.core.fingerprint import (
     LastPrediction,
     prediction_fingerprint,
     skip_reason,
+    still_in_chap,
     unchanged_since,
 )
 from chap_scheduler_dagster.core.periods import parse_period
@@ -98,6 +99,16 @@ def test_unchanged_since():
     assert unchanged_since(None, last) is None
     assert unchanged_since("sha256:aa", LastPrediction("", "12", "run-1")) is None
     assert skip_reason(last) == "inputs unchanged since prediction 12 (run run-1)"
+
+
+def test_still_in_chap_needs_the_id_and_the_run_that_made_it():
+    last = LastPrediction("sha256:aa", "12", "run-1")
+    assert still_in_chap(last, PredictionInfo(id=12, name="Monthly (naive) 202401-202412 [dagster run run-1]"))
+    assert not still_in_chap(last, None), "deleted in chap"
+    assert not still_in_chap(last, PredictionInfo(id=12, name="Monthly 202401-202412 [dagster run run-2]")), \
+        "a new chap database: id 12 is another run's prediction"
+    assert still_in_chap(last, PredictionInfo(id=12)), "no name to compare: the id answers"
+    assert still_in_chap(LastPrediction("sha256:aa", "12", ""), PredictionInfo(id=12, name="made elsewhere"))
 
 
 # ---- one run per model per minute ------------------------------------------------------------

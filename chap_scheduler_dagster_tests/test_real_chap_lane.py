@@ -113,14 +113,22 @@ def test_dagster_job_predicts_with_the_real_chap(real_chap_lane, monkeypatch):
     monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.5")
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(configured_models_partitions.name, [key])
-        result = dhis2_chap_prediction.execute_in_process(
-            partition_key=key,
-            instance=instance,
-            resources={"dhis2": Dhis2Resource(base_url=lane.sandbox_url, username=AUTH[0], password=AUTH[1])},
-            run_config={"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}},
-            raise_on_error=False,
-        )
-        record = instance.fetch_materializations(report_asset_key, limit=1).records[0]
+
+        def run_once():
+            result = dhis2_chap_prediction.execute_in_process(
+                partition_key=key,
+                instance=instance,
+                resources={"dhis2": Dhis2Resource(base_url=lane.sandbox_url, username=AUTH[0], password=AUTH[1])},
+                run_config={"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}},
+                raise_on_error=False,
+            )
+            return result, instance.fetch_materializations(report_asset_key, limit=1).records[0]
+
+        result, record = run_once()
+        # Unchanged inputs skip only while chap holds the prediction: the real chap answers
+        # GET /v1/crud/predictions/{id} with the name that carries this run's marker.
+        again, again_record = run_once()
+    again_meta = again_record.asset_materialization.metadata
     meta = record.asset_materialization.metadata
     text = meta["report"].value
     assert result.success, f"{text}\n{_log_tails(lane.run_dir)}"
@@ -129,6 +137,8 @@ def test_dagster_job_predicts_with_the_real_chap(real_chap_lane, monkeypatch):
     assert isinstance(prediction_id, int) and prediction_id > 0
     assert meta["prediction_values"].value > 0
     assert "Predicted periods:" in text and "| period | median forecast" in text
+    assert again.success and again_meta["status"].value == "skipped", again_meta["report"].value
+    assert again_meta["current_prediction_id"].value == str(prediction_id)
 
 
 def test_real_chap_raises_alerts_for_a_setup_with_an_alert_policy_and_the_report_shows_them(real_chap_lane, monkeypatch):

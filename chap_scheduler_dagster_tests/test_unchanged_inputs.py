@@ -168,3 +168,42 @@ def test_a_dry_run_publish_is_a_rehearsal_the_next_run_predicts_and_publishes(in
     third, skipped = run(instance, sandbox)  # now the published one is current
     assert third.success and skipped["status"] == "skipped" and chap_posts(sandbox) == 2
     assert skipped["current_prediction_id"] == str(meta["prediction_id"])
+
+
+def test_a_prediction_chap_no_longer_holds_is_not_kept(instance, sandbox):
+    """Unchanged inputs skip only while chap holds the prediction: deleted in chap, or a new chap database
+    whose prediction 1 is another one (ids start again), the run predicts."""
+    _, meta1 = run(instance, sandbox)
+    first_id = meta1["prediction_id"]
+    del sandbox.chap.predictions[first_id]  # deleted in chap
+    again, meta2 = run(instance, sandbox)
+    assert again.success and meta2["status"] == "succeeded with warnings", meta2["report"]
+    assert chap_posts(sandbox) == 2 and meta2["fingerprint"] == meta1["fingerprint"]
+    said = [e.user_message for e in instance.all_logs(again.run_id)]
+    assert any(f"inputs unchanged, but chap no longer holds prediction {first_id} (run" in m for m in said), said
+
+    # A new chap database: the id of the current prediction answers, with another run's prediction behind it.
+    sandbox.chap.predictions[meta2["prediction_id"]]["name"] = "a prediction made by someone else"
+    third, meta3 = run(instance, sandbox)
+    assert meta3["status"] == "succeeded with warnings" and chap_posts(sandbox) == 3
+
+    # While chap holds it, the unchanged inputs skip as before.
+    _, meta4 = run(instance, sandbox)
+    assert meta4["status"] == "skipped" and meta4["current_prediction_id"] == str(meta3["prediction_id"])
+    assert chap_posts(sandbox) == 3
+
+
+def test_when_chap_cannot_say_whether_it_holds_the_prediction_the_run_predicts(instance, sandbox):
+    """Uncertain: a needless training costs less than a skip that leaves no forecast in chap."""
+
+    class Unreadable(dict):
+        def get(self, *args):  # GET /v1/crud/predictions/{id} is the only caller of get()
+            raise RuntimeError("chap's database is unreachable")
+
+    _, meta1 = run(instance, sandbox)
+    sandbox.chap.predictions = Unreadable(sandbox.chap.predictions)
+    again, meta2 = run(instance, sandbox)
+    assert meta2["status"] == "succeeded with warnings" and chap_posts(sandbox) == 2, meta2["report"]
+    said = [e.user_message for e in instance.all_logs(again.run_id)]
+    assert any(m.startswith(f"could not ask chap for prediction {meta1['prediction_id']} (run") and
+               m.endswith("; predicting") for m in said), said

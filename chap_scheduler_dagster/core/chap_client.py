@@ -353,6 +353,16 @@ class ChapClient(OnConnection):
         )
 
     # ---- results (only after SUCCESS: chap answers 500 on failed jobs) ----
+    def find_prediction(self, prediction_id: int) -> PredictionInfo | None:
+        """The prediction's metadata, or None when chap answers 404 (it does not hold it)."""
+        path = f"/v1/crud/predictions/{prediction_id}"
+        try:
+            return _validated(PredictionInfo, self._get(path), "GET", path, "a prediction (PredictionInfo)")
+        except ChapHttpError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+
     def prediction_result(self, job_id: str) -> PredictionInfo:
         try:
             path = f"/v1/jobs/{job_id}/prediction_result"

@@ -23,7 +23,8 @@ from typing import BinaryIO
 
 import orjson
 
-from .chap_models import ChapApi, PredictionSetup
+from .chap_models import ChapApi, PredictionInfo, PredictionSetup
+from .reconcile import run_marker
 from .run_window import InputWindow
 
 # Bump when what goes into the fingerprint changes, so old and new never compare equal by accident.
@@ -103,6 +104,15 @@ def unchanged_since(fingerprint: str | None, last: LastPrediction | None) -> Las
     if not fingerprint or last is None or not last.fingerprint:
         return None
     return last if last.fingerprint == fingerprint else None
+
+
+def still_in_chap(last: LastPrediction, found: PredictionInfo | None) -> bool:
+    """chap still holds ``last``: its id answers and, where chap gives a name, the name carries the marker of
+    the run that made it. A prediction deleted in chap, or a chap whose database is new (its ids start again
+    at 1, so another prediction may answer to the same id), is not a forecast to keep: the run predicts."""
+    if found is None:
+        return False
+    return not (found.name and last.run_id) or run_marker(last.run_id) in found.name
 
 
 def skip_reason(last: LastPrediction) -> str:

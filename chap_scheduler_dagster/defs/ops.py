@@ -97,7 +97,8 @@ def submit_prediction(
     with step_connection(dhis2, settings) as conn:  # one for the step: a body fetched again and the POST
         continue_run(context, run, "submit_prediction", connect=conn)
         with report_step(context, run, "submit_prediction"):
-            if skip_if_unchanged(context, run, force=config.force):
+            if skip_if_unchanged(context, run, force=config.force,
+                                 find_prediction=lambda pid: conn().chap.find_prediction(pid)):
                 return
         with report_step(context, run, "submit_prediction"):
             steps.submit(

@@ -3,14 +3,19 @@
 The model's last successful prediction is the latest report of its partition with status
 ``succeeded`` whose publishing was not only a dry run (a rehearsal's forecast never reached DHIS2); a report skipped as unchanged points at the same prediction (it carries its
 fingerprint, prediction id and run id), so the search usually stops at the first record.
-The decision itself is pure (``core.fingerprint``).
+A skip also needs chap to hold that prediction still (one GET, only when the inputs are unchanged).
+The decisions themselves are pure (``core.fingerprint``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dagster as dg
 
-from ..core.fingerprint import SKIP_HINT, LastPrediction, skip_reason, unchanged_since
+from ..core.chap_models import PredictionInfo
+from ..core.errors import SchedulerError
+from ..core.fingerprint import SKIP_HINT, LastPrediction, skip_reason, still_in_chap, unchanged_since
 from ..core.prediction_body import remove_body
 from ..core.prediction_steps import PredictionRun
 from ..core.report_metadata import Key, text
@@ -56,8 +61,13 @@ def last_successful_prediction(
     return None
 
 
-def skip_if_unchanged(context: dg.OpExecutionContext, run: PredictionRun, *, force: bool) -> bool:
-    """True when the run was ended ``skipped`` (report materialized, spooled body removed): do not POST."""
+def skip_if_unchanged(
+    context: dg.OpExecutionContext, run: PredictionRun, *, force: bool,
+    find_prediction: Callable[[int], PredictionInfo | None],
+) -> bool:
+    """True when the run was ended ``skipped`` (report materialized, spooled body removed): do not POST.
+
+    Only a prediction chap still holds is kept (``find_prediction`` asks chap, once, on the way to a skip)."""
     if not run.fingerprint or not context.has_partition_key:
         return False
     try:
@@ -72,6 +82,14 @@ def skip_if_unchanged(context: dg.OpExecutionContext, run: PredictionRun, *, for
         return False
     if force:
         context.log.info(f"{skip_reason(same)}, but force is set: predicting anyway")
+        return False
+    try:
+        kept = same.prediction_id.isdigit() and still_in_chap(same, find_prediction(int(same.prediction_id)))
+    except SchedulerError as exc:  # uncertain: predicting costs a training, a wrong skip leaves no forecast in chap
+        context.log.warning(f"could not ask chap for {same.describe()} ({exc}); predicting")
+        return False
+    if not kept:
+        context.log.info(f"inputs unchanged, but chap no longer holds {same.describe()}: predicting")
         return False
     remove_body(run.body_path)
     run.body_path = None
