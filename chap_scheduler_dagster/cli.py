@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
             line = f"configured model {model_id}: {status.upper()}"
             if text(meta, Key.FAILED_STEP):
                 line += f" at {text(meta, Key.FAILED_STEP)}: {text(meta, Key.ERROR)}"
+                # The fix, as `check` prints it: the report's "What to do", not only in Dagster's log on stderr.
+                fix = text(meta, Key.HINT).strip().replace("\n", "\n       ")
+                line += f"\n  fix: {fix}" if fix else ""
             elif status == "skipped" and Key.ERROR in meta:
                 line += f": {text(meta, Key.ERROR)}"
             warned = text(meta, Key.WARNINGS_TEXT)

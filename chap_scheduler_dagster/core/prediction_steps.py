@@ -272,7 +272,7 @@ def _explain_rejection(run: PredictionRun, exc: ChapRejected) -> None:
     assert window is not None
     try:
         fix = window_fix(exc.rejection, window.start, window.end, today=datetime.now(UTC).date(),
-                         names=run.report.org_unit_names)
+                         names=run.report.org_unit_names, model_id=run.report.setup_id)
     except Exception:  # noqa: BLE001 - the generic hint stays rather than hiding chap's answer
         return
     exc.hint = fix.text

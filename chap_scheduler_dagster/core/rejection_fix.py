@@ -55,6 +55,7 @@ def window_fix(
     today: date,
     min_periods: int | None = None,
     names: Mapping[str, str] | None = None,
+    model_id: str | None = None,
 ) -> WindowFix:
     """The latest end in ``start..end`` keeping the most org units free of gaps, with ``min_periods`` of history."""
     need = min_periods or MIN_TRAINING_PERIODS[start.type]
@@ -96,7 +97,9 @@ def window_fix(
         f"End the window at {fixed_end.id}, the latest end before the gaps of {kept} of {rejected} org units that "
         f"still leaves {ordinal - start.ordinal + 1} periods from {start.id} ({how_need}: at least {need}). "
         f"Launch with this config (Launchpad, partition of this model):\n\n```yaml\n{launchpad_yaml(fixed_end)}\n```\n\n"
-        f"(`end_mode: offset`, `end_period_offset: {back}` ends there today, but moves with the calendar.) "
+        + (f"From the command line: `chap-scheduler-run {model_id} --end-mode fixed --end-date "
+           f"{fixed_end.start.isoformat()}`. " if model_id else "")
+        + f"(`end_mode: offset`, `end_period_offset: {back}` ends there today, but moves with the calendar.) "
     )
     if dropped:
         text += f"chap will still drop the org units with earlier gaps: {shown}{more}. "
