@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,26 @@ class Lane:
     @property
     def route(self) -> str:
         return f"{self.sandbox_url}/api/routes/chap/run"
+
+    def run_job(self, instance) -> tuple[Any, dict[str, Any]]:
+        """The scheduler's job, in process, on the mirrored configured model (calculated window), through the
+        sandbox's route to the real chap: the result and its report's metadata values."""
+        from chap_scheduler_dagster.defs.assets import report_asset_key
+        from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
+        from chap_scheduler_dagster.defs.partitions import configured_models_partitions
+        from chap_scheduler_dagster.defs.resources import Dhis2Resource
+
+        key = str(self.seed["prediction_setup_id"])
+        if not instance.has_dynamic_partition(configured_models_partitions.name, key):
+            instance.add_dynamic_partitions(configured_models_partitions.name, [key])
+        result = dhis2_chap_prediction.execute_in_process(
+            partition_key=key, instance=instance,
+            resources={"dhis2": Dhis2Resource(base_url=self.sandbox_url, username=AUTH[0], password=AUTH[1])},
+            run_config={"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}}, raise_on_error=False,
+        )
+        [record] = instance.fetch_materializations(report_asset_key, limit=1).records
+        assert record.run_id == result.run_id, "every run writes its report"
+        return result, {k: v.value for k, v in record.asset_materialization.metadata.items()}
 
 
 def _script(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:

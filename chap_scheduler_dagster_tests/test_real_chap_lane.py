@@ -103,42 +103,22 @@ def test_dagster_job_predicts_with_the_real_chap(real_chap_lane, monkeypatch):
     """The scheduler's own job, in process, against the sandbox DHIS2 whose route leads to the real chap."""
     import dagster as dg
 
-    from chap_scheduler_dagster.defs.assets import report_asset_key
-    from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
-    from chap_scheduler_dagster.defs.partitions import configured_models_partitions
-    from chap_scheduler_dagster.defs.resources import Dhis2Resource
-
     lane = real_chap_lane
-    key = str(lane.seed["prediction_setup_id"])
     monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.5")
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(configured_models_partitions.name, [key])
-
-        def run_once():
-            result = dhis2_chap_prediction.execute_in_process(
-                partition_key=key,
-                instance=instance,
-                resources={"dhis2": Dhis2Resource(base_url=lane.sandbox_url, username=AUTH[0], password=AUTH[1])},
-                run_config={"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}},
-                raise_on_error=False,
-            )
-            return result, instance.fetch_materializations(report_asset_key, limit=1).records[0]
-
-        result, record = run_once()
+        result, meta = lane.run_job(instance)
         # Unchanged inputs skip only while chap holds the prediction: the real chap answers
         # GET /v1/crud/predictions/{id} with the name that carries this run's marker.
-        again, again_record = run_once()
-    again_meta = again_record.asset_materialization.metadata
-    meta = record.asset_materialization.metadata
-    text = meta["report"].value
+        again, again_meta = lane.run_job(instance)
+    text = meta["report"]
     assert result.success, f"{text}\n{_log_tails(lane.run_dir)}"
     assert "- **Version:** 2.5.1 (API: prediction-setups)" in text
-    prediction_id = meta["prediction_id"].value
+    prediction_id = meta["prediction_id"]
     assert isinstance(prediction_id, int) and prediction_id > 0
-    assert meta["prediction_values"].value > 0
+    assert meta["prediction_values"] > 0
     assert "Predicted periods:" in text and "| period | median forecast" in text
-    assert again.success and again_meta["status"].value == "skipped", again_meta["report"].value
-    assert again_meta["current_prediction_id"].value == str(prediction_id)
+    assert again.success and again_meta["status"] == "skipped", again_meta["report"]
+    assert again_meta["current_prediction_id"] == str(prediction_id)
 
 
 def test_real_chap_raises_alerts_for_a_setup_with_an_alert_policy_and_the_report_shows_them(real_chap_lane, monkeypatch):
@@ -146,14 +126,8 @@ def test_real_chap_raises_alerts_for_a_setup_with_an_alert_policy_and_the_report
     the alerts exist (pending) at GET /v1/crud/alerts?predictionId=…; the run report lists them."""
     import dagster as dg
 
-    from chap_scheduler_dagster.defs.assets import report_asset_key
-    from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
-    from chap_scheduler_dagster.defs.partitions import configured_models_partitions
-    from chap_scheduler_dagster.defs.resources import Dhis2Resource
-
     lane = real_chap_lane
     setup_id = lane.seed["prediction_setup_id"]
-    key = str(setup_id)
     levels = [  # a low channel so the naive model's forecast surely crosses it
         {"name": "monitor", "thresholdParams": {"type": "seasonal", "stdMultiplier": 0.0}, "exceedanceThreshold": 0.3},
         {"name": "action", "thresholdParams": {"type": "seasonal", "stdMultiplier": 1.0}, "exceedanceThreshold": 0.5},
@@ -167,24 +141,17 @@ def test_real_chap_raises_alerts_for_a_setup_with_an_alert_policy_and_the_report
     monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.5")
     try:
         with dg.instance_for_test() as instance:
-            instance.add_dynamic_partitions(configured_models_partitions.name, [key])
-            result = dhis2_chap_prediction.execute_in_process(
-                partition_key=key, instance=instance,
-                resources={"dhis2": Dhis2Resource(base_url=lane.sandbox_url, username=AUTH[0], password=AUTH[1])},
-                run_config={"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}},
-                raise_on_error=False,
-            )
-            meta = instance.fetch_materializations(report_asset_key, limit=1).records[0].asset_materialization.metadata
-        text = meta["report"].value
+            result, meta = lane.run_job(instance)
+        text = meta["report"]
         assert result.success, f"{text}\n{_log_tails(lane.run_dir)}"
-        prediction_id = meta["prediction_id"].value
+        prediction_id = meta["prediction_id"]
         with httpx.Client(timeout=60, auth=AUTH) as dhis2:
             r = dhis2.get(f"{lane.route}/v1/crud/alerts", params={"predictionId": prediction_id})
         assert r.status_code == 200, r.text
         alerts = r.json()
         assert alerts and {a["predictionId"] for a in alerts} == {prediction_id}
         assert {a["approved"] for a in alerts} == {"pending"}
-        assert meta["chap_alerts"].value == len(alerts) == meta["chap_alerts_pending"].value
+        assert meta["chap_alerts"] == len(alerts) == meta["chap_alerts_pending"]
         assert "## chap alerts" in text
         assert "- **Alert policy:** lane policy (levels, least to most severe: monitor, action)" in text
         # Org units by their DHIS2 name, periods in DHIS2's form.
@@ -202,23 +169,11 @@ def test_a_real_prediction_is_published_into_dhis2_equal_to_chaps_entries(real_c
 
     from chap_scheduler_dagster.core.chap_client import ChapClient
     from chap_scheduler_dagster.core.outbreak import chap_thresholds
-    from chap_scheduler_dagster.defs.assets import report_asset_key
-    from chap_scheduler_dagster.defs.jobs import dhis2_chap_prediction
-    from chap_scheduler_dagster.defs.partitions import configured_models_partitions
-    from chap_scheduler_dagster.defs.resources import Dhis2Resource
 
     lane = real_chap_lane
-    key = str(lane.seed["prediction_setup_id"])
     monkeypatch.setenv("CHAP_SCHEDULER_POLL_INTERVAL_SECONDS", "0.5")
     with dg.instance_for_test() as instance:
-        instance.add_dynamic_partitions(configured_models_partitions.name, [key])
-        result = dhis2_chap_prediction.execute_in_process(
-            partition_key=key, instance=instance,
-            resources={"dhis2": Dhis2Resource(base_url=lane.sandbox_url, username=AUTH[0], password=AUTH[1])},
-            run_config={"ops": {"probe_covariates": {"config": {"end_mode": "calculated"}}}}, raise_on_error=False,
-        )
-        meta = {k: v.value for k, v in
-                instance.fetch_materializations(report_asset_key, limit=1).records[0].asset_materialization.metadata.items()}
+        result, meta = lane.run_job(instance)
     assert result.success, f"{meta['report']}\n{_log_tails(lane.run_dir)}"
     assert meta["publish_outcome"] == "published" and meta["publish_conflicts"] == 0
     prediction_id = meta["prediction_id"]
