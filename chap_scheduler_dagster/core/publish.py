@@ -20,10 +20,9 @@ from .forecast_values import Rows, SpooledValues, delete_body, spool_forecast_va
 from .outbreak import Thresholds, outbreak_flag
 from .periods import calendar_order, dhis2_id
 from .publish_report import PublishReport
-from .target_preflight import NO_TARGETS
 from .publish_targets import PublishTarget, parse_targets
 from .report import RunReport
-from .target_preflight import check_publish_targets, data_element_names
+from .target_preflight import NO_TARGETS, check_publish_targets, data_element_names
 
 Mode = Literal["on", "dry-run", "off"]
 OpMode = Literal["default", "on", "dry-run", "off"]
