@@ -48,6 +48,7 @@ PROJECT = "chap-lane"
 # with BuildKit without the buildx plugin, and the legacy builder has no secret mounts.
 DOCKER_BUILD_CLIENT = "/usr/bin/docker"
 APT_SOURCES = Path("/etc/apt")
+SUITE = "bookworm"  # the base image's Debian release
 
 
 class LaneError(RuntimeError):
@@ -100,7 +101,7 @@ def _kept(target: Path, make: Callable[[Path], Path]) -> bool:
         return True
 
 
-def debian_mirror(apt: Path = APT_SOURCES, suite: str = "bookworm") -> str:
+def debian_mirror(apt: Path = APT_SOURCES, suite: str = SUITE) -> str:
     """Where debootstrap gets the base system: ``CHAP_DOCKER_LANE_MIRROR``, else the Debian mirror this
     machine's apt already uses for ``suite`` (no host name is written into the repository: the
     machine's package sources decide). deb822 ``.sources`` files and one-line ``sources.list``."""
@@ -113,9 +114,9 @@ def debian_mirror(apt: Path = APT_SOURCES, suite: str = "bookworm") -> str:
             continue
         if path.suffix == ".sources":
             for stanza in re.split(r"\n\s*\n", path.read_text()):
-                fields = dict(line.split(":", 1) for line in stanza.splitlines()
-                              if ":" in line and not line.lstrip().startswith("#"))
-                fields = {k.strip().lower(): v.split() for k, v in fields.items()}
+                pairs = (line.split(":", 1) for line in stanza.splitlines()
+                         if ":" in line and not line.lstrip().startswith("#"))
+                fields = {key.strip().lower(): value.split() for key, value in pairs}
                 if suite in fields.get("suites", []) and "deb" in fields.get("types", []) and fields.get("uris"):
                     return fields["uris"][0]
         else:
@@ -132,7 +133,7 @@ def base_rootfs_tarball(log) -> Path:
 
     def debootstrap(work: Path) -> Path:
         run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
-             "bookworm", str(work / "root"), debian_mirror()], timeout=1200)
+             SUITE, str(work / "root"), debian_mirror()], timeout=1200)
         # Downloaded .debs and package lists are not part of the base.
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for p in (work / "root" / leftover).glob("*"):
