@@ -44,9 +44,10 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 
 def machine_cpu() -> float:
+    """CPU-seconds the whole machine has spent: user, nice, system, irq and softirq (loopback TCP's share)."""
     with open("/proc/stat") as f:
-        user, nice, system = (int(v) for v in f.readline().split()[1:4])
-    return (user + nice + system) / HZ
+        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / HZ
 
 
 def connection_cost(n: int = 500) -> float:

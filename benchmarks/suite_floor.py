@@ -28,17 +28,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.idle_cost import machine_cpu  # noqa: E402
 from chap_scheduler_dagster_tests.conftest import REAL_CHAP_MODULES  # noqa: E402
 
 LANES = "e2e or docker or realchap"
 PYTEST = [str(Path(sys.executable).parent / "pytest"), "-q", "-p", "no:cacheprovider"]
-
-
-def machine_cpu() -> float:
-    """CPU-seconds the whole machine has spent: user, nice, system, irq and softirq."""
-    with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in f.readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(argv: list[str]) -> tuple[float, float, str]:
