@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+
 import pytest
 
 from chap_scheduler_dagster import cli
@@ -40,9 +43,6 @@ def test_cli_skips_unchanged_and_force_predicts(sandbox, capsys):
 def test_a_failure_prints_its_fix_and_the_command_line_advice_followed_gets_past_it(sandbox, capsys):
     """chap rejects model 3 (gappy rainfall): the summary carries the fix, with the command to run, and
     that command, run as printed, predicts."""
-    import re
-    import shlex
-
     assert cli.main(["3"]) == 1
     out = capsys.readouterr().out
     assert "configured model 3: FAILED at submit_prediction: chap rejected the prediction" in out
@@ -55,9 +55,9 @@ def test_a_failure_prints_its_fix_and_the_command_line_advice_followed_gets_past
 
 
 def test_an_authentication_failure_prints_the_variables_to_check_and_not_the_password(sandbox, capsys, monkeypatch):
-    monkeypatch.setenv("DHIS2_PASSWORD", "wrong")
+    monkeypatch.setenv("DHIS2_PASSWORD", "Wrong-Pass-7731")
     assert cli.main(["1"]) == 1
     out = capsys.readouterr().out
     assert "FAILED at probe_covariates: DHIS2 authentication failed for user 'admin'" in out
     assert "\n  fix: Check DHIS2_USERNAME and DHIS2_PASSWORD (or DHIS2_TOKEN)" in out
-    assert "wrong" not in out
+    assert "Wrong-Pass-7731" not in out
